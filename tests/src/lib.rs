@@ -1,0 +1,10 @@
+//! Support code for the integration tests of `inlinekeepalive`.
+//!
+//! - [`albsim`]: an HTTP/2 reverse proxy that behaves like an L7 load balancer
+//!   with an idle timeout (answers PINGs itself, resets idle streams).
+//! - [`proxies`]: start and stop real nginx and HAProxy on loopback for tests.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod albsim;
+pub mod proxies;
