@@ -7,4 +7,5 @@
 #![deny(missing_docs)]
 
 pub mod albsim;
+pub mod h2grpc;
 pub mod proxies;
