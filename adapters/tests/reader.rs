@@ -1,0 +1,270 @@
+//! `KeepaliveReader`: every chunking and buffer size, bad input, dead peers.
+
+mod support;
+
+use std::io::ErrorKind;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::executor::block_on;
+use futures::io::{AsyncRead, AsyncReadExt};
+use inlinekeepalive::core::Config;
+use inlinekeepalive::wire::KEEPALIVE_FRAME;
+use inlinekeepalive::{FrameError, KeepaliveReader, PeerTimedOut};
+use support::{frame, ChunkyPipe, MockTimer};
+
+/// A reader that returns its chunks one per read (never more than the
+/// caller's buffer), then end of stream.
+struct Chunks {
+    data: Vec<u8>,
+    pos: usize,
+    sizes: Vec<usize>,
+    call: usize,
+}
+
+impl Chunks {
+    fn new(data: Vec<u8>, sizes: Vec<usize>) -> Self {
+        Self {
+            data,
+            pos: 0,
+            sizes,
+            call: 0,
+        }
+    }
+}
+
+impl AsyncRead for Chunks {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let size = self.sizes[self.call % self.sizes.len()];
+        self.call += 1;
+        let n = size.min(buf.len()).min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Application frames of assorted sizes (the short ones are classified,
+/// the long ones forwarded from their header) with keepalives between them.
+fn mixed_stream() -> (Vec<u8>, Vec<u8>, u64) {
+    let apps = [
+        frame(&[0x08, 0x01]),
+        frame(&[]),
+        frame(&[0x0a; 64]),
+        frame(&[0x0a; 65]),
+        frame(&[0x42; 300]),
+        // A collision: field 100000000 with another value. Delivered.
+        frame(&[0x82, 0x90, 0xbc, 0xfd, 0x02, 0x01, b'x']),
+    ];
+    let mut wire = Vec::new();
+    let mut expected = Vec::new();
+    let mut keepalives = 0;
+    for (i, app) in apps.iter().enumerate() {
+        for _ in 0..i % 3 {
+            wire.extend_from_slice(&KEEPALIVE_FRAME);
+            keepalives += 1;
+        }
+        wire.extend_from_slice(app);
+        expected.extend_from_slice(app);
+    }
+    wire.extend_from_slice(&KEEPALIVE_FRAME);
+    (wire, expected, keepalives + 1)
+}
+
+fn read_all_with(
+    reader: &mut KeepaliveReader<Chunks>,
+    buf_size: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; buf_size];
+    loop {
+        let n = block_on(reader.read(&mut buf))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn every_chunk_size_and_every_buffer_size_gives_the_same_bytes() {
+    let (wire, expected, keepalives) = mixed_stream();
+    for chunk in [1, 2, 3, 4, 5, 6, 7, 13, 26, 27, 28, 64, 69, 70, 500, 4096] {
+        for buf_size in [1, 2, 3, 4, 5, 6, 7, 8, 26, 27, 28, 68, 69, 70, 71, 1000] {
+            let mut reader = KeepaliveReader::new(Chunks::new(wire.clone(), vec![chunk]));
+            let out = read_all_with(&mut reader, buf_size).unwrap();
+            assert_eq!(out, expected, "chunk {chunk}, buffer {buf_size}");
+            let stats = reader.stats();
+            assert_eq!(stats.keepalives_removed, keepalives);
+            assert_eq!(stats.frames_passed, 6);
+            assert_eq!(stats.collisions, 1);
+        }
+    }
+}
+
+#[test]
+fn random_chunks_and_buffers() {
+    let (wire, expected, _) = mixed_stream();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..300 {
+        let sizes: Vec<usize> = (0..17).map(|_| rng.usize(1..40)).collect();
+        let mut reader = KeepaliveReader::new(Chunks::new(wire.clone(), sizes));
+        let mut out = Vec::new();
+        loop {
+            let mut buf = vec![0u8; rng.usize(1..100)];
+            let n = block_on(reader.read(&mut buf)).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, expected);
+    }
+}
+
+#[test]
+fn a_bad_compressed_flag_is_invalid_data_after_the_good_bytes() {
+    let good = frame(&[1, 2, 3]);
+    for chunk in [1, 3, 8, 9, 100] {
+        let mut wire = good.clone();
+        wire.extend_from_slice(&KEEPALIVE_FRAME);
+        wire.extend_from_slice(&[7, 0, 0, 0, 1, 9]);
+        wire.extend_from_slice(&good);
+        let mut reader = KeepaliveReader::new(Chunks::new(wire, vec![chunk]));
+        let mut out = Vec::new();
+        let err = loop {
+            let mut buf = [0u8; 4];
+            match block_on(reader.read(&mut buf)) {
+                Ok(0) => panic!("end of stream instead of an error"),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(out, good, "chunk {chunk}: bytes before the error, once");
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert_eq!(
+            err.to_string(),
+            "invalid gRPC compressed-flag 7 (expected 0 or 1)"
+        );
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<FrameError>());
+        assert_eq!(inner, Some(&FrameError::BadFlag(7)));
+        // Sticky.
+        let again = block_on(reader.read(&mut [0u8; 16])).unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::InvalidData);
+    }
+}
+
+#[test]
+fn a_stream_ending_inside_a_frame_is_unexpected_eof() {
+    let good = frame(&[1, 2, 3]);
+    // Inside a short frame (held back), inside a long one (forwarded), and
+    // inside a header.
+    let cuts: [(Vec<u8>, &[u8], u64); 3] = [
+        (frame(&[5; 10])[..8].to_vec(), b"" as &[u8], 7),
+        (frame(&[5; 100])[..50].to_vec(), &frame(&[5; 100])[..50], 55),
+        (vec![0, 0], b"", 3),
+    ];
+    for (tail, forwarded, missing) in cuts {
+        for chunk in [1, 4, 1000] {
+            let mut wire = good.clone();
+            wire.extend_from_slice(&tail);
+            let mut reader = KeepaliveReader::new(Chunks::new(wire, vec![chunk]));
+            let mut out = Vec::new();
+            let err = loop {
+                let mut buf = [0u8; 7];
+                match block_on(reader.read(&mut buf)) {
+                    Ok(0) => panic!("clean end of stream inside a frame"),
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) => break e,
+                }
+            };
+            let mut expected = good.clone();
+            expected.extend_from_slice(forwarded);
+            assert_eq!(out, expected, "chunk {chunk}");
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(
+                err.to_string(),
+                format!("gRPC stream ended inside a frame ({missing} more bytes were announced)")
+            );
+            let again = block_on(reader.read(&mut [0u8; 16])).unwrap_err();
+            assert_eq!(again.kind(), ErrorKind::UnexpectedEof);
+        }
+    }
+}
+
+#[test]
+fn inner_errors_pass_through_and_are_not_sticky() {
+    struct FailOnce(bool);
+    impl AsyncRead for FailOnce {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            _buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.0 {
+                return Poll::Ready(Ok(0));
+            }
+            self.0 = true;
+            Poll::Ready(Err(ErrorKind::Interrupted.into()))
+        }
+    }
+    let mut reader = KeepaliveReader::new(FailOnce(false));
+    let e = block_on(reader.read(&mut [0u8; 8])).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Interrupted);
+    assert_eq!(block_on(reader.read(&mut [0u8; 8])).unwrap(), 0);
+}
+
+#[test]
+fn grpc_encoding_is_a_builder_option() {
+    let reader = KeepaliveReader::new(Chunks::new(Vec::new(), vec![1])).grpc_encoding("gzip");
+    assert_eq!(reader.filter().encoding(), inlinekeepalive::Encoding::Gzip);
+}
+
+#[test]
+fn a_silent_peer_times_out_and_a_talking_one_does_not() {
+    let timer = MockTimer::new();
+    let config = Config::new(Duration::from_millis(20))
+        .unwrap()
+        .with_peer_timeout(Duration::from_millis(100))
+        .unwrap();
+    let writer = ChunkyPipe::new(1, 64);
+    let mut reader =
+        KeepaliveReader::new(writer.other_end(2)).detect_dead_peer(timer.clone(), config);
+    let mut buf = [0u8; 64];
+    // Keepalives every 60 ms keep it alive: nothing is delivered, no error.
+    for _ in 0..5 {
+        timer.advance(Duration::from_millis(60));
+        futures::executor::block_on(async {
+            let mut w = writer.clone();
+            futures::io::AsyncWriteExt::write_all(&mut w, &KEEPALIVE_FRAME).await
+        })
+        .unwrap();
+        assert!(support::poll_once(&mut reader.read(&mut buf)).is_pending());
+    }
+    assert_eq!(reader.stats().keepalives_removed, 5);
+    // Then silence.
+    timer.advance(Duration::from_millis(150));
+    let err = match support::poll_once(&mut reader.read(&mut buf)) {
+        Poll::Ready(Err(e)) => e,
+        other => panic!("expected a timeout, got {other:?}"),
+    };
+    assert_eq!(err.kind(), ErrorKind::TimedOut);
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<PeerTimedOut>())
+        .unwrap();
+    assert!(inner.silent_for >= Duration::from_millis(100));
+    assert!(err.to_string().starts_with("peer sent nothing"));
+    assert!(timer.live_sleeps() <= 1);
+    drop(reader);
+    assert_eq!(
+        timer.live_sleeps(),
+        0,
+        "the reader's timer is dropped with it"
+    );
+}

@@ -1,0 +1,248 @@
+//! Test support for the byte-level adapters: a mocked, counting timer and
+//! in-memory transports that accept and return random short counts.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::io::{AsyncRead, AsyncWrite};
+use inlinekeepalive::timer::Timer;
+
+/// A timer whose clock only moves when the test says so, and which counts
+/// its live sleeps (to prove that wrappers release theirs).
+#[derive(Clone, Debug)]
+pub struct MockTimer {
+    state: Arc<Mutex<MockState>>,
+    live: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct MockState {
+    now: Instant,
+    wakers: Vec<Waker>,
+}
+
+impl Default for MockTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MockTimer {
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(MockState {
+                now: Instant::now(),
+                wakers: Vec::new(),
+            })),
+            live: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Moves the clock forward and wakes every sleep.
+    pub fn advance(&self, by: Duration) {
+        let wakers = {
+            let mut state = self.state.lock().unwrap();
+            state.now += by;
+            std::mem::take(&mut state.wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Sleeps alive right now.
+    pub fn live_sleeps(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+}
+
+/// The sleep of a [`MockTimer`].
+#[derive(Debug)]
+pub struct MockSleep {
+    state: Arc<Mutex<MockState>>,
+    live: Arc<AtomicUsize>,
+    deadline: Instant,
+}
+
+impl Drop for MockSleep {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Future for MockSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock().unwrap();
+        if state.now >= self.deadline {
+            return Poll::Ready(());
+        }
+        state.wakers.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Timer for MockTimer {
+    type Sleep = MockSleep;
+
+    fn sleep_until(&self, deadline: Instant) -> MockSleep {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        MockSleep {
+            state: self.state.clone(),
+            live: self.live.clone(),
+            deadline,
+        }
+    }
+
+    fn reset(&self, sleep: Pin<&mut MockSleep>, deadline: Instant) {
+        sleep.get_mut().deadline = deadline;
+    }
+
+    fn now(&self) -> Instant {
+        self.state.lock().unwrap().now
+    }
+}
+
+/// A gRPC frame: uncompressed header and payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.push(0);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// One end of an in-memory byte pipe that accepts or returns random short
+/// counts, and now and then is not ready at all (then it wakes the task at
+/// once, as a transport whose buffer just drained would).
+#[derive(Clone, Debug)]
+pub struct ChunkyPipe {
+    shared: Arc<Mutex<PipeState>>,
+    rng: fastrand::Rng,
+    /// Largest count per call.
+    pub max_chunk: usize,
+    /// One call in `pending_one_in` returns `Pending`; 0: never.
+    pub pending_one_in: u32,
+}
+
+#[derive(Debug, Default)]
+struct PipeState {
+    buf: VecDeque<u8>,
+    closed: bool,
+    read_waker: Option<Waker>,
+}
+
+impl ChunkyPipe {
+    pub fn new(seed: u64, max_chunk: usize) -> Self {
+        Self {
+            shared: Arc::default(),
+            rng: fastrand::Rng::with_seed(seed),
+            max_chunk,
+            pending_one_in: 0,
+        }
+    }
+
+    /// The other end (its own random counts).
+    pub fn other_end(&self, seed: u64) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            rng: fastrand::Rng::with_seed(seed),
+            max_chunk: self.max_chunk,
+            pending_one_in: self.pending_one_in,
+        }
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.shared.lock().unwrap().buf.len()
+    }
+
+    /// Takes everything buffered.
+    pub fn take_all(&self) -> Vec<u8> {
+        self.shared.lock().unwrap().buf.drain(..).collect()
+    }
+
+    fn count(&mut self, available: usize) -> Option<usize> {
+        if self.pending_one_in > 0 && self.rng.u32(0..self.pending_one_in) == 0 {
+            return None;
+        }
+        Some(self.rng.usize(1..=self.max_chunk.max(1)).min(available))
+    }
+}
+
+impl AsyncWrite for ChunkyPipe {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some(n) = self.count(buf.len()) else {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        };
+        let mut state = self.shared.lock().unwrap();
+        if state.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        state.buf.extend(&buf[..n]);
+        if let Some(w) = state.read_waker.take() {
+            w.wake();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.shared.lock().unwrap();
+        state.closed = true;
+        if let Some(w) = state.read_waker.take() {
+            w.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for ChunkyPipe {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let available = self.shared.lock().unwrap().buf.len();
+        let mut state_closed = false;
+        if available == 0 {
+            let mut state = self.shared.lock().unwrap();
+            state_closed = state.closed;
+            if !state_closed {
+                state.read_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        if state_closed {
+            return Poll::Ready(Ok(0));
+        }
+        let Some(n) = self.count(buf.len().min(available)) else {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        };
+        let mut state = self.shared.lock().unwrap();
+        let n = std::io::Read::read(&mut state.buf, &mut buf[..n])?;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Polls once with a waker that does nothing.
+pub fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(f).poll(&mut cx)
+}
