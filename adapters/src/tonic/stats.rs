@@ -1,0 +1,156 @@
+//! Per-stream counters shared between a stream's bodies and the application.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// What the peer is known to do about keepalives in our send direction.
+const SUPPORT_UNKNOWN: u8 = 0;
+const SUPPORT_YES: u8 = 1;
+const SUPPORT_NO: u8 = 2;
+
+/// Live counters of one gRPC stream, shared by the layer's bodies and the
+/// application.
+///
+/// The server layer inserts one into each request's extensions, the client
+/// layer into each response's extensions, so a handler or a caller reaches
+/// them through [`tonic::Request::extensions`] or
+/// [`tonic::Response::extensions`]. The handle is cheap to clone (one `Arc`)
+/// and every read is a relaxed atomic load: the values are current, but two
+/// reads are not a consistent snapshot of each other.
+///
+/// ```
+/// use inlinekeepalive::tonic::KeepaliveStats;
+///
+/// # fn handler(request: tonic::Request<()>) {
+/// if let Some(stats) = request.extensions().get::<KeepaliveStats>() {
+///     println!(
+///         "sent {} keepalives, removed {} from the peer, peer timed out: {}",
+///         stats.keepalives_sent(),
+///         stats.keepalives_removed(),
+///         stats.peer_timed_out(),
+///     );
+/// }
+/// # }
+/// # handler(tonic::Request::new(()));
+/// ```
+#[derive(Clone, Default)]
+pub struct KeepaliveStats {
+    inner: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    keepalives_sent: AtomicU64,
+    keepalives_removed: AtomicU64,
+    collisions: AtomicU64,
+    frames_received: AtomicU64,
+    peer_timeouts: AtomicU64,
+    peer_timed_out: AtomicBool,
+    peer_support: AtomicU8,
+}
+
+impl KeepaliveStats {
+    /// Fresh counters, all zero, peer support unknown.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keepalive frames this side inserted into its outbound body.
+    #[must_use]
+    pub fn keepalives_sent(&self) -> u64 {
+        self.inner.keepalives_sent.load(Relaxed)
+    }
+
+    /// Keepalive frames removed from the inbound body before the application
+    /// could see them.
+    #[must_use]
+    pub fn keepalives_removed(&self) -> u64 {
+        self.inner.keepalives_removed.load(Relaxed)
+    }
+
+    /// Inbound messages that use field number 100000000 without being a
+    /// keepalive. They are delivered to the application (and logged with
+    /// `tracing` at `WARN`): a schema is using the reserved number.
+    #[must_use]
+    pub fn collisions(&self) -> u64 {
+        self.inner.collisions.load(Relaxed)
+    }
+
+    /// Inbound gRPC frames passed on to the application (collisions
+    /// included, keepalives not).
+    #[must_use]
+    pub fn frames_received(&self) -> u64 {
+        self.inner.frames_received.load(Relaxed)
+    }
+
+    /// Whether the peer went silent for longer than the configured
+    /// [peer timeout](crate::core::Config::with_peer_timeout) although it was
+    /// known to send keepalives. The inbound body then ends with
+    /// `Status::unavailable`, so the application sees it too.
+    #[must_use]
+    pub fn peer_timed_out(&self) -> bool {
+        self.inner.peer_timed_out.load(Relaxed)
+    }
+
+    /// How many times the peer was reported silent (at most once per
+    /// silence).
+    #[must_use]
+    pub fn peer_timeouts(&self) -> u64 {
+        self.inner.peer_timeouts.load(Relaxed)
+    }
+
+    /// Whether the peer removes keepalives from what we send, so this side
+    /// may send them: `None` while unknown (a client waiting for the
+    /// server's response headers).
+    #[must_use]
+    pub fn peer_supports_keepalives(&self) -> Option<bool> {
+        match self.inner.peer_support.load(Relaxed) {
+            SUPPORT_YES => Some(true),
+            SUPPORT_NO => Some(false),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn add_sent(&self) {
+        self.inner.keepalives_sent.fetch_add(1, Relaxed);
+    }
+
+    /// Stores the filter's counters (the filter body is their only writer).
+    pub(crate) fn store_filter(&self, stats: crate::core::FilterStats) {
+        let c = &self.inner;
+        c.keepalives_removed
+            .store(stats.keepalives_removed, Relaxed);
+        c.collisions.store(stats.collisions, Relaxed);
+        c.frames_received.store(stats.frames_passed, Relaxed);
+    }
+
+    pub(crate) fn record_peer_timeout(&self) {
+        self.inner.peer_timeouts.fetch_add(1, Relaxed);
+        self.inner.peer_timed_out.store(true, Relaxed);
+    }
+
+    /// Records whether the peer supports keepalives. A known answer is
+    /// final: only the first call that finds it unknown changes it.
+    pub(crate) fn set_peer_support(&self, supported: bool) {
+        let value = if supported { SUPPORT_YES } else { SUPPORT_NO };
+        let _ = self
+            .inner
+            .peer_support
+            .compare_exchange(SUPPORT_UNKNOWN, value, Relaxed, Relaxed);
+    }
+}
+
+impl fmt::Debug for KeepaliveStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepaliveStats")
+            .field("keepalives_sent", &self.keepalives_sent())
+            .field("keepalives_removed", &self.keepalives_removed())
+            .field("collisions", &self.collisions())
+            .field("frames_received", &self.frames_received())
+            .field("peer_timed_out", &self.peer_timed_out())
+            .field("peer_supports_keepalives", &self.peer_supports_keepalives())
+            .finish()
+    }
+}
