@@ -434,3 +434,17 @@ pub fn assert_in_order(items: &[Item], n: u64, size: usize) {
         assert_eq!(item.collision, 0, "no keepalive surfaced as a message");
     }
 }
+
+/// Items sent each after its own delay, from a small producer task.
+pub fn scheduled(items: Vec<(Duration, Item)>) -> impl Stream<Item = Item> + Send + 'static {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        for (delay, item) in items {
+            tokio::time::sleep(delay).await;
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
