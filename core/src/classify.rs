@@ -26,8 +26,10 @@ pub enum Classification {
 }
 
 /// Deepest group nesting that the classifier follows, as prost's decoder's
-/// default recursion limit. Deeper payloads are treated as malformed, so they
-/// are [`Classification::Application`] and always delivered.
+/// default recursion limit. Deeper payloads, and any field inside the
+/// innermost group allowed (prost counts fields, not groups), are treated as
+/// malformed, so they are [`Classification::Application`] and always
+/// delivered.
 pub(crate) const MAX_GROUP_DEPTH: usize = 100;
 
 /// Classifies one gRPC message payload (the bytes after the 5-byte frame
@@ -130,6 +132,11 @@ impl<'a> Fields<'a> {
         let mut depth = 1;
         while depth > 0 {
             let (number, wire_type) = self.tag()?;
+            // prost's recursion limit counts fields, not groups: the deepest
+            // group it accepts may only be closed, it may hold no field.
+            if depth == MAX_GROUP_DEPTH && wire_type != 4 {
+                return None;
+            }
             match wire_type {
                 2 => {
                     self.length_delimited()?;
@@ -251,6 +258,25 @@ mod tests {
                 Classification::Application
             };
             assert_eq!(classify(&msg), expected, "depth {depth}");
+        }
+    }
+
+    #[test]
+    fn innermost_group_at_the_limit_holds_no_field() {
+        // Found by the `classify` differential fuzz target: prost refuses any
+        // field inside the 100th nested group (its recursion limit applies to
+        // every skipped field), so the core must too.
+        let mut msg = std::vec::Vec::new();
+        for (depth, expected) in [
+            (MAX_GROUP_DEPTH - 1, Classification::Collision),
+            (MAX_GROUP_DEPTH, Classification::Application),
+        ] {
+            msg.clear();
+            msg.extend(core::iter::repeat_n(0x0b, depth));
+            msg.extend_from_slice(&[0x08, 0x00]); // field 1, varint 0
+            msg.extend(core::iter::repeat_n(0x0c, depth));
+            msg.extend_from_slice(&KEEPALIVE_MESSAGE);
+            assert_eq!(classify(&msg), expected, "varint inside {depth} groups");
         }
     }
 

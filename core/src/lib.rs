@@ -30,6 +30,9 @@ mod classify;
 mod compression;
 mod config;
 mod filter;
+#[cfg(feature = "_fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod instant;
 mod machine;
 mod tracker;
