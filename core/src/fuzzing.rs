@@ -318,3 +318,365 @@ impl<'a> ReferenceDeframer<'a> {
         Classification::Application
     }
 }
+
+// ---------------------------------------------------------------------------
+// Keepalive state machine against a shadow model
+// ---------------------------------------------------------------------------
+
+pub use self::machine_model::drive_machine;
+
+mod machine_model {
+    use core::time::Duration;
+
+    use crate::{Classification, Config, Event, Instant, Keepalive, Policy};
+
+    /// The fuzz target `machine`: decodes `data` into a configuration and a
+    /// script of inputs and clock steps, drives a [`Keepalive`] with it and
+    /// checks every output against a shadow model of the rules.
+    ///
+    /// Layout: byte 0 bit 0 picks [`Policy::Fixed`], bit 1 enables jitter;
+    /// byte 1 is the jitter in 1/256 (mod 129, so at most 0.5); bytes 2-3 the
+    /// interval, `1 + (u16 LE % 2000)` ms; byte 4 the peer timeout in units of
+    /// 8 ms (0: none); bytes 5-12 the seed (LE); then one byte per operation,
+    /// high nibble the operation, low nibble its argument (see `Harness::step`).
+    /// Missing bytes read as zero. Time only moves forward.
+    ///
+    /// Checked: no keepalive before support is known, after it was refused or
+    /// after `close_send`; none sooner than `interval * (1 - jitter)` after the
+    /// last send (`Idle`: any send; `Fixed`: the last keepalive); never two at
+    /// once; when driven promptly, none lost or late (the first `Fixed` one at
+    /// once, then one within `interval`); `poll_timeout` is never at or before
+    /// `now` after `handle_timeout(now)`, never later than what is due, and
+    /// `None` when nothing can happen; `PeerTimedOut` exactly when, and with
+    /// the silence, the model expects, at most once per silence; the counters.
+    ///
+    /// # Panics
+    /// On any violation: that is a bug in the machine (or the model).
+    pub fn drive_machine(data: &[u8]) {
+        let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+        let fixed = byte(0) & 1 == 1;
+        let jitter_k = if byte(0) & 2 == 2 {
+            u64::from(byte(1)) % 129
+        } else {
+            0
+        };
+        let interval_ms = 1 + u64::from(u16::from_le_bytes([byte(2), byte(3)])) % 2_000;
+        let timeout_ms = u64::from(byte(4)) * 8;
+        let mut seed = [0u8; 8];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = byte(5 + i);
+        }
+        let mut config = Config::new(Duration::from_millis(interval_ms))
+            .expect("interval in range")
+            .with_policy(if fixed { Policy::Fixed } else { Policy::Idle });
+        #[allow(clippy::cast_precision_loss)] // k <= 128: exact in f32
+        let jitter = jitter_k as f32 / 256.0;
+        config = config.with_jitter(jitter).expect("jitter in range");
+        if timeout_ms != 0 {
+            config = config
+                .with_peer_timeout(Duration::from_millis(timeout_ms))
+                .expect("timeout in range");
+        }
+        let mut h = Harness {
+            ka: Keepalive::new(config, Instant::ZERO).with_seed(u64::from_le_bytes(seed)),
+            now: 0,
+            fixed,
+            interval: interval_ms * 1_000,
+            jitter_k,
+            timeout: timeout_ms * 1_000,
+            support: None,
+            send_closed: false,
+            last_activity: 0,
+            last_keepalive: None,
+            expected: false,
+            peer_closed: false,
+            last_rx: 0,
+            reported: false,
+            pending: None,
+            keepalives: 0,
+            events: 0,
+        };
+        for &op in data.get(13..).unwrap_or(&[]) {
+            h.step(op);
+        }
+    }
+
+    /// The machine under test and the model's view of what it was told.
+    /// All times in microseconds.
+    struct Harness {
+        ka: Keepalive,
+        now: u64,
+        fixed: bool,
+        interval: u64,
+        /// Jitter in 1/256.
+        jitter_k: u64,
+        /// 0: no dead-peer detection.
+        timeout: u64,
+        /// `None` until told; `Some(false)` is final.
+        support: Option<bool>,
+        send_closed: bool,
+        /// Last send of any kind, or creation (what `Idle` waits on).
+        last_activity: u64,
+        /// Last keepalive since support was granted (what `Fixed` waits on).
+        last_keepalive: Option<u64>,
+        expected: bool,
+        peer_closed: bool,
+        /// Last frame from the peer, or when watching started.
+        last_rx: u64,
+        /// This silence was reported.
+        reported: bool,
+        /// A silence noticed by `handle_timeout` and not yet polled.
+        pending: Option<u64>,
+        keepalives: u32,
+        events: u32,
+    }
+
+    impl Harness {
+        fn step(&mut self, op: u8) {
+            let arg = u64::from(op & 0x0f);
+            match op >> 4 {
+                0 => self.advance(arg * 250),
+                1 => self.advance((arg + 1) * self.interval / 8),
+                2 | 14 => self.jump(arg & 1 == 0),
+                3 => self.sent(),
+                4 => self.received(arg),
+                5 => self.set_support(arg < 12),
+                6 => self.expect(arg < 12),
+                7 if arg < 2 => {
+                    self.ka.close_send();
+                    self.send_closed = true;
+                }
+                7 => self.sent(),
+                8 if arg < 2 => {
+                    self.ka.close_receive();
+                    self.peer_closed = true;
+                    self.pending = None;
+                }
+                8 => self.received(arg),
+                9 => self.handle_timeout(),
+                10 => {
+                    let sent = self.ka.poll_keepalive(self.at());
+                    self.check_keepalive(sent, false);
+                }
+                11 => self.poll_event(),
+                12 => {
+                    let _ = self.prompt(true);
+                }
+                13 => self.advance(arg * self.interval),
+                _ => self.advance((arg + 1) * self.timeout.max(self.interval) / 4),
+            }
+            let stats = self.ka.stats();
+            assert_eq!(
+                stats.keepalives_sent, self.keepalives,
+                "stats.keepalives_sent"
+            );
+            assert_eq!(stats.peer_timeouts, self.events, "stats.peer_timeouts");
+        }
+
+        fn at(&self) -> Instant {
+            Instant::from_micros(self.now)
+        }
+
+        fn advance(&mut self, us: u64) {
+            self.now += us;
+        }
+
+        fn may_send(&self) -> bool {
+            self.support == Some(true) && !self.send_closed
+        }
+
+        fn watching(&self) -> bool {
+            self.timeout != 0 && self.expected && !self.peer_closed
+        }
+
+        fn sent(&mut self) {
+            self.ka.on_sent(self.at());
+            self.last_activity = self.now;
+        }
+
+        fn received(&mut self, arg: u64) {
+            let kind = match arg % 3 {
+                0 => Classification::Keepalive,
+                1 => Classification::Application,
+                _ => Classification::Collision,
+            };
+            self.ka.on_received(self.at(), kind);
+            if self.watching() {
+                self.last_rx = self.now;
+                self.reported = false;
+                self.pending = None;
+            }
+        }
+
+        fn set_support(&mut self, supported: bool) {
+            self.ka.set_peer_support(self.at(), supported);
+            match (self.support, supported) {
+                (None, true) => {
+                    self.support = Some(true);
+                    self.last_keepalive = None;
+                }
+                (_, false) => self.support = Some(false),
+                _ => {}
+            }
+        }
+
+        fn expect(&mut self, expected: bool) {
+            self.ka.expect_peer_keepalives(self.at(), expected);
+            if self.peer_closed || self.timeout == 0 {
+                return;
+            }
+            if expected && !self.expected {
+                self.last_rx = self.now;
+            }
+            if expected != self.expected {
+                self.reported = false;
+                self.pending = None;
+            }
+            self.expected = expected;
+        }
+
+        fn handle_timeout(&mut self) {
+            self.ka.handle_timeout(self.at());
+            if let Some(t) = self.ka.poll_timeout() {
+                assert!(
+                    t > self.at(),
+                    "poll_timeout {t:?} not after handle_timeout({:?})",
+                    self.at()
+                );
+            }
+            if self.watching()
+                && !self.reported
+                && self.pending.is_none()
+                && self.now - self.last_rx >= self.timeout
+            {
+                self.pending = Some(self.now - self.last_rx);
+            }
+        }
+
+        fn poll_event(&mut self) {
+            let got = self.ka.poll_event();
+            let want = self.pending.take().map(|us| Event::PeerTimedOut {
+                silent_for: Duration::from_micros(us),
+            });
+            assert_eq!(got, want, "poll_event at {}", self.now);
+            if want.is_some() {
+                self.reported = true;
+                self.events += 1;
+            }
+        }
+
+        /// Time since what the next keepalive waits on; `None`: the first
+        /// `Fixed` keepalive, due at once.
+        fn send_gap(&self) -> Option<u64> {
+            if self.fixed {
+                self.last_keepalive.map(|t| self.now - t)
+            } else {
+                Some(self.now - self.last_activity)
+            }
+        }
+
+        /// `exact`: `handle_timeout(now)` was just called and the sink is
+        /// ready, so a keepalive that is due must come out now.
+        fn check_keepalive(&mut self, sent: bool, exact: bool) {
+            let gap = self.send_gap();
+            if sent {
+                assert!(
+                    self.may_send(),
+                    "keepalive without support or after close at {}",
+                    self.now
+                );
+                if let Some(gap) = gap {
+                    assert!(
+                        gap * 256 >= self.interval * (256 - self.jitter_k),
+                        "keepalive {gap} us after the last send, interval {} us",
+                        self.interval
+                    );
+                }
+                self.last_keepalive = Some(self.now);
+                self.last_activity = self.now;
+                self.keepalives += 1;
+                assert!(!self.ka.poll_keepalive(self.at()), "two keepalives at once");
+            } else if exact && self.may_send() {
+                assert!(
+                    gap.is_some_and(|gap| gap < self.interval),
+                    "keepalive lost or late: {gap:?} us since the last send at {}",
+                    self.now
+                );
+            }
+        }
+
+        /// What a prompt adapter does when woken: handle_timeout, drain the
+        /// events, write a keepalive if `ready`, then check `poll_timeout`.
+        fn prompt(&mut self, ready: bool) -> Option<Instant> {
+            self.handle_timeout();
+            self.poll_event();
+            assert_eq!(self.ka.poll_event(), None, "a second event");
+            if ready {
+                let sent = self.ka.poll_keepalive(self.at());
+                self.check_keepalive(sent, true);
+            }
+            let next = self.ka.poll_timeout();
+            if ready && self.may_send() {
+                let since = if self.fixed {
+                    self.last_keepalive
+                } else {
+                    Some(self.last_activity)
+                };
+                let due =
+                    Instant::from_micros(since.expect("first keepalive went out") + self.interval);
+                assert!(
+                    next.is_some_and(|t| t <= due),
+                    "send deadline {next:?} later than {due:?}"
+                );
+            }
+            let peer_due = self.watching() && !self.reported;
+            if peer_due {
+                let due = Instant::from_micros(self.last_rx + self.timeout);
+                assert!(
+                    next.is_some_and(|t| t <= due),
+                    "peer deadline {next:?} later than {due:?}"
+                );
+            }
+            if !self.may_send() && !peer_due {
+                assert_eq!(next, None, "nothing can happen, yet a deadline");
+            }
+            next
+        }
+
+        /// Prompt handling, then sleep until the next deadline (or one
+        /// interval if there is none), as an adapter's timer would.
+        fn jump(&mut self, ready: bool) {
+            match self.prompt(ready) {
+                Some(t) => self.now = t.as_micros(),
+                None => self.advance(self.interval),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::drive_machine;
+
+        /// Random scripts through the driver (the fuzz target's smoke test).
+        #[test]
+        fn random_scripts_hold_the_invariants() {
+            let mut x = 0x2545_f491_4f6c_dd1d_u64;
+            let mut data = [0u8; 300];
+            for case in 0..3_000 {
+                for b in &mut data {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x.to_le_bytes()[3];
+                }
+                // Small intervals and timeouts now and then, so deadlines are crossed often.
+                if case % 2 == 0 {
+                    data[3] = 0;
+                    data[2] %= 64;
+                    data[4] %= 16;
+                }
+                drive_machine(&data[..13 + case % 287]);
+            }
+        }
+    }
+}

@@ -39,6 +39,8 @@ mod tracker;
 pub mod wire;
 
 pub use classify::{classify, Classification};
+pub use config::{Config, ConfigError, Policy};
 pub use filter::{Encoding, FilterStats, FrameError, FrameFilter, Output, Step};
+pub use instant::Instant;
+pub use machine::{Event, Keepalive, Stats};
 pub use tracker::FrameTracker;
-// State machine (being written): pub use config::{Config, ConfigError, Policy}; pub use instant::Instant; pub use machine::{Event, Keepalive, Sent, Stats};

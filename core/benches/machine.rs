@@ -1,0 +1,125 @@
+//! Costs of the keepalive state machine's hot paths, each next to a trivial
+//! baseline measured in the same run:
+//! - per application message: `on_sent` (goal: under 5 ns) and `on_received`,
+//!   against a plain store of an `Instant` through `black_box`;
+//! - per keepalive: one timer wake-up (`handle_timeout`, `poll_event`,
+//!   `poll_keepalive`, `poll_timeout`), against a compare-and-rearm of a plain
+//!   deadline; and the lazy re-arm of a busy `Idle` stream (no keepalive).
+//!
+//! `cargo bench -p inlinekeepalive-core --bench machine -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use inlinekeepalive_core::{Classification, Config, Instant, Keepalive, Policy};
+
+const INTERVAL_US: u64 = 20_000_000;
+
+fn machine(policy: Policy) -> Keepalive {
+    let config = Config::default()
+        .with_policy(policy)
+        .with_jitter(0.1)
+        .unwrap()
+        .with_peer_timeout(Duration::from_secs(45))
+        .unwrap();
+    let mut ka = Keepalive::new(config, Instant::ZERO).with_seed(7);
+    ka.set_peer_support(Instant::ZERO, true);
+    ka.expect_peer_keepalives(Instant::ZERO, true);
+    let _ = ka.poll_keepalive(Instant::ZERO);
+    ka
+}
+
+/// What the baselines write to: a struct the optimiser cannot see through.
+struct Slot {
+    at: Instant,
+}
+
+fn per_message(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per application message");
+    g.bench_function("baseline: store an Instant", |b| {
+        let mut slot = Slot { at: Instant::ZERO };
+        let mut t = 0u64;
+        b.iter(|| {
+            t += 1;
+            black_box(&mut slot).at = black_box(Instant::from_micros(t));
+        });
+    });
+    g.bench_function("Keepalive::on_sent", |b| {
+        let mut ka = machine(Policy::Idle);
+        let mut t = 0u64;
+        b.iter(|| {
+            t += 1;
+            black_box(&mut ka).on_sent(black_box(Instant::from_micros(t)));
+        });
+    });
+    g.bench_function("Keepalive::on_received", |b| {
+        let mut ka = machine(Policy::Idle);
+        let mut t = 0u64;
+        b.iter(|| {
+            t += 1;
+            black_box(&mut ka).on_received(
+                black_box(Instant::from_micros(t)),
+                Classification::Application,
+            );
+        });
+    });
+    g.finish();
+}
+
+fn per_keepalive(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per keepalive");
+    g.bench_function("baseline: compare and re-arm a deadline", |b| {
+        let mut slot = Slot { at: Instant::ZERO };
+        let mut t = 0u64;
+        b.iter(|| {
+            t += INTERVAL_US;
+            let now = black_box(Instant::from_micros(t));
+            let s = black_box(&mut slot);
+            let fire = s.at <= now;
+            if fire {
+                s.at = now + Duration::from_micros(INTERVAL_US);
+            }
+            black_box(fire)
+        });
+    });
+    g.bench_function(
+        "wake-up: handle_timeout+poll_event+poll_keepalive+poll_timeout",
+        |b| {
+            let mut ka = machine(Policy::Fixed);
+            let mut t = 0u64;
+            b.iter(|| {
+                t += INTERVAL_US;
+                let now = black_box(Instant::from_micros(t));
+                let ka = black_box(&mut ka);
+                ka.on_received(now, Classification::Keepalive); // keep the peer alive
+                ka.handle_timeout(now);
+                let event = ka.poll_event();
+                let sent = ka.poll_keepalive(now);
+                debug_assert!(sent);
+                black_box((event, sent, ka.poll_timeout()))
+            });
+        },
+    );
+    g.bench_function("Idle busy stream: lazy re-arm without keepalive", |b| {
+        let mut ka = machine(Policy::Idle);
+        let mut t = 0u64;
+        b.iter(|| {
+            // One message just before each (soft) deadline: the wake-up re-arms.
+            let deadline = ka.poll_timeout().map_or(t, Instant::as_micros);
+            ka.on_sent(Instant::from_micros(deadline - 1));
+            t = deadline;
+            let now = black_box(Instant::from_micros(t));
+            let ka = black_box(&mut ka);
+            ka.on_received(now, Classification::Application);
+            ka.handle_timeout(now);
+            let sent = ka.poll_keepalive(now);
+            debug_assert!(!sent);
+            black_box((sent, ka.poll_timeout()))
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, per_message, per_keepalive);
+criterion_main!(benches);

@@ -1,0 +1,410 @@
+//! Validated configuration of the keepalive state machine.
+
+use core::fmt;
+use core::time::Duration;
+
+/// When keepalives go out.
+///
+/// ```
+/// use inlinekeepalive_core::{Config, Policy};
+/// assert_eq!(Config::default().policy(), Policy::Idle);
+/// let fixed = Config::default().with_policy(Policy::Fixed);
+/// assert_eq!(fixed.policy(), Policy::Fixed);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Send a keepalive only when nothing (application message or keepalive)
+    /// was sent for one interval. Every application message sent pushes the
+    /// next keepalive back. The default: a busy stream sends no keepalives.
+    #[default]
+    Idle,
+    /// Send a keepalive every interval, whatever else is sent; the first one
+    /// as soon as the peer is known to support keepalives. This is Waypoint's
+    /// behaviour, kept for parity and comparison.
+    Fixed,
+}
+
+/// Why a [`Config`] was rejected.
+///
+/// ```
+/// use core::time::Duration;
+/// use inlinekeepalive_core::{Config, ConfigError};
+///
+/// let err = Config::new(Duration::ZERO).unwrap_err();
+/// assert_eq!(err, ConfigError::IntervalTooShort);
+/// assert_eq!(err.to_string(), "keepalive interval is shorter than 1 ms");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The interval is zero or shorter than the 1 ms resolution.
+    IntervalTooShort,
+    /// The interval is longer than `u32::MAX` milliseconds (about 49.7 days).
+    IntervalTooLong,
+    /// The jitter is not a number within `0.0..=0.5`.
+    JitterOutOfRange,
+    /// The peer timeout is zero.
+    ZeroPeerTimeout,
+    /// The peer timeout is longer than `u32::MAX` milliseconds (about 49.7 days).
+    PeerTimeoutTooLong,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::IntervalTooShort => "keepalive interval is shorter than 1 ms",
+            Self::IntervalTooLong => "keepalive interval is longer than u32::MAX milliseconds",
+            Self::JitterOutOfRange => "keepalive jitter is not within 0.0..=0.5",
+            Self::ZeroPeerTimeout => "peer timeout is zero",
+            Self::PeerTimeoutTooLong => "peer timeout is longer than u32::MAX milliseconds",
+        })
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+/// Largest jitter fraction, and its value in the internal 1/65536 units.
+const MAX_JITTER: f32 = 0.5;
+const JITTER_ONE: f32 = 65_536.0;
+
+/// Configuration of a [`Keepalive`](crate::Keepalive): interval, policy,
+/// jitter and optional dead-peer detection.
+///
+/// Always valid: it is built by [`Config::new`] or [`Config::default`] and
+/// refined with the `with_*` methods, which check their argument. Durations
+/// are kept in whole milliseconds (so the machine fits in 64 bytes): the
+/// interval is rounded *down* (a keepalive never goes out later than asked)
+/// and the peer timeout *up* (a peer is never reported earlier than asked).
+///
+/// | setting | default | range |
+/// |---|---|---|
+/// | interval | 20 s ([`Config::DEFAULT_INTERVAL`]) | 1 ms ..= `u32::MAX` ms |
+/// | policy | [`Policy::Idle`] | |
+/// | jitter | 0.0 | 0.0 ..= 0.5 |
+/// | peer timeout | `None` (no dead-peer detection) | 1 ms ..= `u32::MAX` ms |
+///
+/// ```
+/// use core::time::Duration;
+/// use inlinekeepalive_core::{Config, Policy};
+///
+/// let config = Config::new(Duration::from_secs(15))?
+///     .with_policy(Policy::Idle)
+///     .with_jitter(0.2)?
+///     .with_peer_timeout(Duration::from_secs(45))?;
+/// assert_eq!(config.interval(), Duration::from_secs(15));
+/// assert_eq!(config.jitter(), 0.2);
+/// assert_eq!(config.peer_timeout(), Some(Duration::from_secs(45)));
+/// # Ok::<(), inlinekeepalive_core::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    interval_ms: u32,
+    /// 0: no dead-peer detection.
+    peer_timeout_ms: u32,
+    /// As given, for [`Config::jitter`].
+    jitter: f32,
+    /// `jitter` in units of 1/65536 (at most 32768), for integer-only maths.
+    jitter_q: u16,
+    policy: Policy,
+}
+
+impl Default for Config {
+    /// Interval 20 s, [`Policy::Idle`], no jitter, no dead-peer detection.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use inlinekeepalive_core::{Config, Policy};
+    ///
+    /// let c = Config::default();
+    /// assert_eq!(c.interval(), Duration::from_secs(20));
+    /// assert_eq!((c.policy(), c.jitter(), c.peer_timeout()), (Policy::Idle, 0.0, None));
+    /// ```
+    fn default() -> Self {
+        Self {
+            interval_ms: 20_000,
+            peer_timeout_ms: 0,
+            jitter: 0.0,
+            jitter_q: 0,
+            policy: Policy::Idle,
+        }
+    }
+}
+
+impl Config {
+    /// The default interval, 20 s: below the 60 s idle timeout of AWS ALB and
+    /// nginx's 60 s `grpc_read_timeout`, with room for one lost keepalive.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use inlinekeepalive_core::Config;
+    /// assert_eq!(Config::DEFAULT_INTERVAL, Duration::from_secs(20));
+    /// ```
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(20);
+
+    /// The default configuration with another interval (rounded down to whole
+    /// milliseconds).
+    ///
+    /// # Errors
+    /// [`ConfigError::IntervalTooShort`] below 1 ms,
+    /// [`ConfigError::IntervalTooLong`] above `u32::MAX` ms.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use inlinekeepalive_core::{Config, ConfigError};
+    ///
+    /// assert!(Config::new(Duration::from_secs(30)).is_ok());
+    /// assert_eq!(Config::new(Duration::from_micros(999)), Err(ConfigError::IntervalTooShort));
+    /// assert_eq!(Config::new(Duration::from_secs(1 << 40)), Err(ConfigError::IntervalTooLong));
+    /// ```
+    pub fn new(interval: Duration) -> Result<Self, ConfigError> {
+        let interval_ms = match u32::try_from(interval.as_millis()) {
+            Ok(0) => return Err(ConfigError::IntervalTooShort),
+            Ok(ms) => ms,
+            Err(_) => return Err(ConfigError::IntervalTooLong),
+        };
+        Ok(Self {
+            interval_ms,
+            ..Self::default()
+        })
+    }
+
+    /// This configuration with another [`Policy`].
+    ///
+    /// ```
+    /// use inlinekeepalive_core::{Config, Policy};
+    /// assert_eq!(Config::default().with_policy(Policy::Fixed).policy(), Policy::Fixed);
+    /// ```
+    #[must_use]
+    pub fn with_policy(self, policy: Policy) -> Self {
+        Self { policy, ..self }
+    }
+
+    /// This configuration with jitter: each wait is shortened by a uniformly
+    /// random fraction in `[0, jitter]` of the interval, so streams opened
+    /// together do not send in lockstep. Give each machine its own seed
+    /// ([`Keepalive::with_seed`](crate::Keepalive::with_seed)).
+    ///
+    /// # Errors
+    /// [`ConfigError::JitterOutOfRange`] if `jitter` is NaN or not within
+    /// `0.0..=0.5`.
+    ///
+    /// ```
+    /// use inlinekeepalive_core::{Config, ConfigError};
+    ///
+    /// assert_eq!(Config::default().with_jitter(0.1)?.jitter(), 0.1);
+    /// assert_eq!(Config::default().with_jitter(0.6), Err(ConfigError::JitterOutOfRange));
+    /// assert_eq!(Config::default().with_jitter(f32::NAN), Err(ConfigError::JitterOutOfRange));
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn with_jitter(self, jitter: f32) -> Result<Self, ConfigError> {
+        if !(0.0..=MAX_JITTER).contains(&jitter) {
+            return Err(ConfigError::JitterOutOfRange);
+        }
+        // Plain float multiply and a saturating cast: no libm needed.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let jitter_q = (jitter * JITTER_ONE + 0.5) as u16;
+        Ok(Self {
+            jitter,
+            jitter_q,
+            ..self
+        })
+    }
+
+    /// This configuration with dead-peer detection: once the peer is known to
+    /// send keepalives
+    /// ([`Keepalive::expect_peer_keepalives`](crate::Keepalive::expect_peer_keepalives)),
+    /// a silence of `timeout` (no frame at all) is reported as
+    /// [`Event::PeerTimedOut`](crate::Event::PeerTimedOut). Rounded up to
+    /// whole milliseconds. Set it above the peer's keepalive interval, e.g. to
+    /// two intervals plus the expected latency.
+    ///
+    /// # Errors
+    /// [`ConfigError::ZeroPeerTimeout`] for zero,
+    /// [`ConfigError::PeerTimeoutTooLong`] above `u32::MAX` ms.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use inlinekeepalive_core::{Config, ConfigError};
+    ///
+    /// let c = Config::default().with_peer_timeout(Duration::from_micros(45_000_001))?;
+    /// assert_eq!(c.peer_timeout(), Some(Duration::from_millis(45_001))); // rounded up
+    /// assert_eq!(Config::default().with_peer_timeout(Duration::ZERO), Err(ConfigError::ZeroPeerTimeout));
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn with_peer_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        let ms = timeout.as_millis() + u128::from(timeout.subsec_nanos() % 1_000_000 != 0);
+        let peer_timeout_ms = match u32::try_from(ms) {
+            Ok(0) => return Err(ConfigError::ZeroPeerTimeout),
+            Ok(ms) => ms,
+            Err(_) => return Err(ConfigError::PeerTimeoutTooLong),
+        };
+        Ok(Self {
+            peer_timeout_ms,
+            ..self
+        })
+    }
+
+    /// The keepalive interval (whole milliseconds).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use inlinekeepalive_core::Config;
+    /// let c = Config::new(Duration::from_micros(1_500))?;
+    /// assert_eq!(c.interval(), Duration::from_millis(1)); // rounded down
+    /// # Ok::<(), inlinekeepalive_core::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.interval_ms))
+    }
+
+    /// The sending policy.
+    ///
+    /// ```
+    /// use inlinekeepalive_core::{Config, Policy};
+    /// assert_eq!(Config::default().policy(), Policy::Idle);
+    /// ```
+    #[must_use]
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The jitter fraction, as given to [`Config::with_jitter`].
+    ///
+    /// ```
+    /// use inlinekeepalive_core::Config;
+    /// assert_eq!(Config::default().jitter(), 0.0);
+    /// ```
+    #[must_use]
+    pub fn jitter(&self) -> f32 {
+        self.jitter
+    }
+
+    /// The dead-peer timeout, if dead-peer detection is configured.
+    ///
+    /// ```
+    /// use inlinekeepalive_core::Config;
+    /// assert_eq!(Config::default().peer_timeout(), None);
+    /// ```
+    #[must_use]
+    pub fn peer_timeout(&self) -> Option<Duration> {
+        (self.peer_timeout_ms != 0).then(|| Duration::from_millis(u64::from(self.peer_timeout_ms)))
+    }
+
+    pub(crate) fn peer_timeout_ms(&self) -> u32 {
+        self.peer_timeout_ms
+    }
+
+    pub(crate) fn interval_ms(&self) -> u32 {
+        self.interval_ms
+    }
+
+    pub(crate) fn jitter_q(&self) -> u16 {
+        self.jitter_q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn validation_errors() {
+        let d = Config::default();
+        assert_eq!(
+            Config::new(Duration::ZERO),
+            Err(ConfigError::IntervalTooShort)
+        );
+        assert_eq!(
+            Config::new(Duration::from_nanos(999_999)),
+            Err(ConfigError::IntervalTooShort)
+        );
+        assert!(Config::new(Duration::from_millis(1)).is_ok());
+        assert!(Config::new(Duration::from_millis(u64::from(u32::MAX))).is_ok());
+        assert_eq!(
+            Config::new(Duration::from_millis(u64::from(u32::MAX) + 1)),
+            Err(ConfigError::IntervalTooLong)
+        );
+        assert_eq!(
+            Config::new(Duration::MAX),
+            Err(ConfigError::IntervalTooLong)
+        );
+        for bad in [
+            -0.01,
+            0.5001,
+            1.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ] {
+            assert_eq!(
+                d.with_jitter(bad),
+                Err(ConfigError::JitterOutOfRange),
+                "{bad}"
+            );
+        }
+        for good in [0.0, -0.0, 0.25, 0.5] {
+            assert!(d.with_jitter(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            d.with_peer_timeout(Duration::ZERO),
+            Err(ConfigError::ZeroPeerTimeout)
+        );
+        assert_eq!(
+            d.with_peer_timeout(Duration::from_nanos(1))
+                .unwrap()
+                .peer_timeout(),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            d.with_peer_timeout(Duration::from_millis(u64::from(u32::MAX) + 1)),
+            Err(ConfigError::PeerTimeoutTooLong)
+        );
+        assert_eq!(
+            d.with_peer_timeout(Duration::MAX),
+            Err(ConfigError::PeerTimeoutTooLong)
+        );
+    }
+
+    #[test]
+    fn jitter_is_quantised_without_floats_later() {
+        let d = Config::default();
+        assert_eq!(d.with_jitter(0.0).unwrap().jitter_q(), 0);
+        assert_eq!(d.with_jitter(0.5).unwrap().jitter_q(), 32_768);
+        assert_eq!(d.with_jitter(0.25).unwrap().jitter_q(), 16_384);
+    }
+
+    #[test]
+    fn display_is_lower_case_without_period() {
+        for e in [
+            ConfigError::IntervalTooShort,
+            ConfigError::IntervalTooLong,
+            ConfigError::JitterOutOfRange,
+            ConfigError::ZeroPeerTimeout,
+            ConfigError::PeerTimeoutTooLong,
+        ] {
+            let s = e.to_string();
+            assert!(s.starts_with(|c: char| c.is_ascii_lowercase()), "{s}");
+            assert!(!s.ends_with('.'), "{s}");
+            let _: &dyn core::error::Error = &e;
+        }
+    }
+
+    #[test]
+    fn builders_keep_other_fields() {
+        let c = Config::new(Duration::from_secs(5))
+            .unwrap()
+            .with_jitter(0.3)
+            .unwrap()
+            .with_peer_timeout(Duration::from_secs(12))
+            .unwrap()
+            .with_policy(Policy::Fixed);
+        assert_eq!(c.interval(), Duration::from_secs(5));
+        assert_eq!(c.jitter(), 0.3);
+        assert_eq!(c.peer_timeout(), Some(Duration::from_secs(12)));
+        assert_eq!(c.policy(), Policy::Fixed);
+        assert!(core::mem::size_of::<Config>() <= 16);
+    }
+}
