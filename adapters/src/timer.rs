@@ -1,0 +1,146 @@
+//! The one thing the adapters need from a runtime: a resettable timer.
+//!
+//! Each wrapped stream owns exactly one sleep future, created once and reset
+//! whenever the core's deadline moves (never recreated per poll), and dropped
+//! with the stream. No implementation spawns a task or a thread per stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+/// A source of resettable sleeps, implemented for each supported runtime.
+///
+/// Implement it yourself to run under another runtime, or to control time in
+/// tests (override [`now`](Timer::now)).
+pub trait Timer: Clone + Send + Sync + 'static {
+    /// The sleep future; completes at its deadline.
+    type Sleep: Future<Output = ()> + Send + 'static;
+
+    /// A sleep that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+
+    /// Moves an existing sleep to a new deadline, which may be earlier or
+    /// later than the old one, and re-arms it if it had completed.
+    fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant);
+
+    /// The current time. Override it to test with a mocked clock.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+#[cfg(feature = "futures-timer")]
+pub use self::futures_timer_impl::FuturesTimer;
+
+#[cfg(feature = "futures-timer")]
+mod futures_timer_impl {
+    use super::*;
+
+    /// Timers from the `futures-timer` crate, which work under any executor.
+    ///
+    /// `futures-timer` runs one global helper thread for all its timers,
+    /// started on first use; it is shared, never one per stream.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct FuturesTimer;
+
+    impl Timer for FuturesTimer {
+        type Sleep = futures_timer::Delay;
+
+        fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
+            futures_timer::Delay::new(deadline.saturating_duration_since(self.now()))
+        }
+
+        fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant) {
+            // `Delay::reset` takes a duration from now, not an instant.
+            sleep
+                .get_mut()
+                .reset(deadline.saturating_duration_since(self.now()));
+        }
+    }
+}
+
+#[cfg(feature = "async-io")]
+pub use self::async_io_impl::AsyncIoTimer;
+
+#[cfg(feature = "async-io")]
+mod async_io_impl {
+    use super::*;
+
+    /// Timers from `async-io`, the reactor of smol (and of async-std, which
+    /// is discontinued but still runs on it).
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct AsyncIoTimer;
+
+    impl Timer for AsyncIoTimer {
+        type Sleep = AsyncIoSleep;
+
+        fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
+            AsyncIoSleep(async_io::Timer::at(deadline))
+        }
+
+        fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant) {
+            sleep.get_mut().0.set_at(deadline);
+        }
+    }
+
+    /// An `async_io::Timer` as a `Future<Output = ()>`.
+    #[derive(Debug)]
+    pub struct AsyncIoSleep(async_io::Timer);
+
+    impl Future for AsyncIoSleep {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            Pin::new(&mut self.0).poll(cx).map(drop)
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+pub use self::tokio_impl::TokioTimer;
+
+#[cfg(feature = "tokio")]
+mod tokio_impl {
+    use super::*;
+
+    /// Timers from `tokio::time`. Needs a tokio runtime with the time driver
+    /// enabled; paused time (`start_paused`) works, since `now` reads tokio's
+    /// clock.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct TokioTimer;
+
+    impl Timer for TokioTimer {
+        type Sleep = tokio::time::Sleep;
+
+        fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
+            tokio::time::sleep_until(deadline.into())
+        }
+
+        fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant) {
+            sleep.reset(deadline.into());
+        }
+
+        fn now(&self) -> Instant {
+            tokio::time::Instant::now().into_std()
+        }
+    }
+}
+
+/// The timer of a wrapper that needs none: its sleeps never complete.
+///
+/// It is the default timer type of
+/// [`KeepaliveReader`](crate::KeepaliveReader), which needs a real timer only
+/// for dead-peer detection. It never reads a clock of its own beyond
+/// [`Timer::now`]'s default and never wakes anything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTimer;
+
+impl Timer for NoTimer {
+    type Sleep = std::future::Pending<()>;
+
+    fn sleep_until(&self, _deadline: Instant) -> Self::Sleep {
+        std::future::pending()
+    }
+
+    fn reset(&self, _sleep: Pin<&mut Self::Sleep>, _deadline: Instant) {}
+}
