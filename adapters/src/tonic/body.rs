@@ -671,3 +671,67 @@ pub(crate) fn announces_support(headers: &http::HeaderMap) -> bool {
         .filter_map(|value| value.to_str().ok())
         .any(|value| value.trim().eq_ignore_ascii_case(wire::METADATA_VALUE))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grpc_content_types() {
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC",
+        ] {
+            assert!(is_grpc(&headers(&[("content-type", yes)])), "{yes}");
+        }
+        for no in [
+            "application/grpc-web",
+            "application/json",
+            "application/grpcx",
+            "",
+        ] {
+            assert!(!is_grpc(&headers(&[("content-type", no)])), "{no}");
+        }
+        assert!(!is_grpc(&headers(&[])));
+    }
+
+    #[test]
+    fn announcement_and_encoding() {
+        assert!(announces_support(&headers(&[(
+            "wp-inline-keepalives",
+            "true"
+        )])));
+        assert!(announces_support(&headers(&[(
+            "wp-inline-keepalives",
+            " TRUE "
+        )])));
+        assert!(!announces_support(&headers(&[(
+            "wp-inline-keepalives",
+            "false"
+        )])));
+        assert!(!announces_support(&headers(&[])));
+        assert_eq!(
+            encoding(&headers(&[("grpc-encoding", "gzip")])),
+            Encoding::Gzip
+        );
+        assert_eq!(encoding(&headers(&[])), Encoding::Identity);
+    }
+
+    #[test]
+    fn the_keepalive_frame_is_static() {
+        assert_eq!(&keepalive_frame()[..], &wire::KEEPALIVE_FRAME[..]);
+    }
+}

@@ -354,35 +354,43 @@ impl TestServer {
 /// Starts the `Echo` server on a free loopback port, with the keepalive
 /// layer if given, and a [`RecordLayer`] outermost.
 pub async fn start_server(layer: Option<ServerKeepaliveLayer>) -> TestServer {
+    start(layer, true).await
+}
+
+/// As [`start_server`], without the recording layer (for the benchmark).
+pub async fn start_unrecorded_server(layer: Option<ServerKeepaliveLayer>) -> TestServer {
+    start(layer, false).await
+}
+
+async fn start(layer: Option<ServerKeepaliveLayer>, record: bool) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = TcpListenerStream::new(listener);
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let service = EchoServer::new(EchoImpl { seen: seen_tx });
     let wire = Wire::default();
-    let record = RecordLayer(wire.clone());
+    let recorder = RecordLayer(wire.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async {
         let _ = stopped.await;
     };
-    let task = match layer {
-        Some(layer) => tokio::spawn(async move {
-            Server::builder()
-                .layer(record)
-                .layer(layer)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-                .unwrap();
-        }),
-        None => tokio::spawn(async move {
-            Server::builder()
-                .layer(record)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-                .unwrap();
-        }),
+    // Each combination is its own type, hence four spawns.
+    macro_rules! serve {
+        ($builder:expr) => {
+            tokio::spawn(async move {
+                $builder
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+                    .unwrap();
+            })
+        };
+    }
+    let task = match (layer, record) {
+        (Some(layer), true) => serve!(Server::builder().layer(recorder).layer(layer)),
+        (Some(layer), false) => serve!(Server::builder().layer(layer)),
+        (None, true) => serve!(Server::builder().layer(recorder)),
+        (None, false) => serve!(Server::builder()),
     };
     TestServer {
         addr,
