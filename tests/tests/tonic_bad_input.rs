@@ -116,7 +116,7 @@ async fn a_truncated_frame_gives_the_handler_a_clear_status() {
 #[tokio::test]
 async fn a_keepalive_sending_peer_is_not_reported_silent() {
     let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
-    let client_config = config().with_peer_timeout(MS(300)).unwrap();
+    let client_config = config().with_peer_timeout(MS(500)).unwrap();
     let channel = ServiceBuilder::new()
         .layer(ClientKeepaliveLayer::new(client_config))
         .service(connect(server.addr).await);
