@@ -124,9 +124,15 @@ mod tests {
             silent_for: std::time::Duration::from_millis(1500),
         });
         assert!(e.source().is_none());
-        assert_eq!(e.to_string(), "peer sent nothing, not even a keepalive, for 1.5s");
+        assert_eq!(
+            e.to_string(),
+            "peer sent nothing, not even a keepalive, for 1.5s"
+        );
         let io: io::Error = e.into();
         assert_eq!(io.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(io.to_string(), "peer sent nothing, not even a keepalive, for 1.5s");
+        assert_eq!(
+            io.to_string(),
+            "peer sent nothing, not even a keepalive, for 1.5s"
+        );
     }
 }

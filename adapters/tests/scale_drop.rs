@@ -47,7 +47,8 @@ fn dropping_10k_streams_and_sinks_releases_every_timer() {
     for i in 0..N {
         let (tx, rx) = mpsc::unbounded::<Result<Vec<u8>, ()>>();
         // Mid-message: a keepalive waiting, and the stream polled once.
-        tx.unbounded_send(Ok(wire::KEEPALIVE_MESSAGE.to_vec())).unwrap();
+        tx.unbounded_send(Ok(wire::KEEPALIVE_MESSAGE.to_vec()))
+            .unwrap();
         let mut s = KeepaliveStream::new(rx).detect_dead_peer(timer.clone(), config());
         assert!(s.poll_next_unpin(&mut cx).is_pending());
         streams.push(s);
@@ -56,10 +57,16 @@ fn dropping_10k_streams_and_sinks_releases_every_timer() {
         let inner = TestSink::new(i % 2 == 0); // half of them busy: timers all the same
         let mut k = KeepaliveSink::new(inner, timer.clone(), config().with_policy(Policy::Idle))
             .peer_supports_keepalives(true);
-        assert!(std::pin::Pin::new(&mut k).poll_keepalive(&mut cx).is_pending());
+        assert!(std::pin::Pin::new(&mut k)
+            .poll_keepalive(&mut cx)
+            .is_pending());
         sinks.push(k);
     }
-    assert_eq!(timer.live.load(Ordering::SeqCst), 2 * N, "one timer per wrapper");
+    assert_eq!(
+        timer.live.load(Ordering::SeqCst),
+        2 * N,
+        "one timer per wrapper"
+    );
     drop(streams);
     drop(sinks);
     assert_eq!(timer.live.load(Ordering::SeqCst), 0);
@@ -77,7 +84,8 @@ fn dropping_10k_spawned_drivers_leaves_no_task_and_no_timer() {
     let mut peers = Vec::with_capacity(N);
     for i in 0..N {
         let (transport, peer) = mpsc::channel::<Vec<u8>>(1);
-        let sink = KeepaliveSink::new(transport, timer.clone(), config()).peer_supports_keepalives(i % 3 != 0);
+        let sink = KeepaliveSink::new(transport, timer.clone(), config())
+            .peer_supports_keepalives(i % 3 != 0);
         let (messages, driver) = sink.into_driver(1);
         let guard = TaskGuard(tasks.clone());
         tasks.fetch_add(1, Ordering::SeqCst);
@@ -106,7 +114,9 @@ fn dropping_10k_spawned_drivers_leaves_no_task_and_no_timer() {
     }
     // The peers saw only what was sent (no keepalive falls due this fast).
     for mut p in peers {
-        while let Poll::Ready(Some(m)) = p.poll_next_unpin(&mut Context::from_waker(&counting_waker().0)) {
+        while let Poll::Ready(Some(m)) =
+            p.poll_next_unpin(&mut Context::from_waker(&counting_waker().0))
+        {
             assert_eq!(m, b"stuck");
         }
     }
@@ -120,7 +130,8 @@ fn finished_drivers_release_their_timers_before_being_dropped() {
     let done = Arc::new(AtomicUsize::new(0));
     for _ in 0..1_000 {
         let (transport, _peer) = mpsc::unbounded::<Vec<u8>>();
-        let sink = KeepaliveSink::new(transport, timer.clone(), config()).peer_supports_keepalives(true);
+        let sink =
+            KeepaliveSink::new(transport, timer.clone(), config()).peer_supports_keepalives(true);
         let (messages, driver) = sink.into_driver(1);
         let done = done.clone();
         spawner

@@ -19,11 +19,23 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn sink(interval_ms: u64, policy: Policy, ready: bool) -> (KeepaliveSink<TestSink, Vec<u8>, MockTimer>, TestSink, MockTimer) {
+fn sink(
+    interval_ms: u64,
+    policy: Policy,
+    ready: bool,
+) -> (
+    KeepaliveSink<TestSink, Vec<u8>, MockTimer>,
+    TestSink,
+    MockTimer,
+) {
     let timer = MockTimer::new();
     let inner = TestSink::new(ready);
     let config = Config::new(ms(interval_ms)).unwrap().with_policy(policy);
-    (KeepaliveSink::new(inner.clone(), timer.clone(), config), inner, timer)
+    (
+        KeepaliveSink::new(inner.clone(), timer.clone(), config),
+        inner,
+        timer,
+    )
 }
 
 fn poll_ka(s: &mut KeepaliveSink<TestSink, Vec<u8>, MockTimer>) -> Poll<Result<(), &'static str>> {
@@ -110,7 +122,11 @@ fn a_busy_inner_sink_delays_the_keepalive_without_doubling_it() {
     inner.set_ready(true);
     assert_eq!(poll_ka(&mut s), Poll::Ready(Ok(())));
     assert!(poll_ka(&mut s).is_pending());
-    assert_eq!(inner.items(), vec![KA.to_vec()], "exactly one keepalive, not five");
+    assert_eq!(
+        inner.items(),
+        vec![KA.to_vec()],
+        "exactly one keepalive, not five"
+    );
     assert_eq!(inner.log().contract_violations, 0);
 }
 
@@ -151,7 +167,10 @@ fn a_reservation_is_never_stolen_and_fixed_keepalives_follow_it() {
     Pin::new(&mut s).start_send(b"app".to_vec()).unwrap();
     // Under Fixed the application message does not withdraw it.
     assert!(Pin::new(&mut s).poll_keepalive(&mut cx).is_ready());
-    assert_eq!(inner.items(), vec![KA.to_vec(), b"app".to_vec(), KA.to_vec()]);
+    assert_eq!(
+        inner.items(),
+        vec![KA.to_vec(), b"app".to_vec(), KA.to_vec()]
+    );
     assert_eq!(inner.log().contract_violations, 0);
 }
 
@@ -188,7 +207,9 @@ fn close_stops_keepalives_and_releases_the_timer() {
     assert!(poll_ka(&mut s).is_pending());
     assert_eq!(timer.live(), 1);
     let (waker, _) = counting_waker();
-    assert!(Pin::new(&mut s).poll_close(&mut Context::from_waker(&waker)).is_ready());
+    assert!(Pin::new(&mut s)
+        .poll_close(&mut Context::from_waker(&waker))
+        .is_ready());
     assert_eq!(timer.live(), 0);
     timer.advance(ms(1000));
     assert!(poll_ka(&mut s).is_pending());
@@ -229,13 +250,20 @@ fn the_driver_forwards_in_order_and_keeps_the_idle_sink_alive() {
     let ((), stats) = block_on(future::join(app, driver));
     let stats = stats.unwrap();
     let received: Vec<Vec<u8>> = block_on(peer.collect());
-    let app_only: Vec<_> = received.iter().filter(|m| m.as_slice() != KA).cloned().collect();
+    let app_only: Vec<_> = received
+        .iter()
+        .filter(|m| m.as_slice() != KA)
+        .cloned()
+        .collect();
     let mut expected: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i]).collect();
     expected.push(b"last".to_vec());
     assert_eq!(app_only, expected);
     let kas = received.len() - app_only.len();
     assert_eq!(kas as u64, stats.keepalives_sent);
-    assert!((2..=40).contains(&kas), "{kas} keepalives in 200 ms idle at a 20 ms interval");
+    assert!(
+        (2..=40).contains(&kas),
+        "{kas} keepalives in 200 ms idle at a 20 ms interval"
+    );
     assert_eq!(stats.messages_sent, 51);
 }
 

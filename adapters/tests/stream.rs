@@ -81,7 +81,11 @@ fn a_keepalive_flood_yields_to_the_executor_but_loses_nothing() {
     };
     assert_eq!(item.unwrap().unwrap(), b"after the flood");
     assert!(pendings > 0, "the stream never yielded");
-    assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), pendings, "every yield woke the task");
+    assert_eq!(
+        wakes.load(std::sync::atomic::Ordering::SeqCst),
+        pendings,
+        "every yield woke the task"
+    );
     assert_eq!(s.stats().keepalives_removed, 1000);
 }
 
@@ -100,9 +104,17 @@ fn without_detection_there_is_no_timer() {
     assert!(poll(&mut s).is_pending());
 }
 
-fn watched(timeout_ms: u64) -> (KeepaliveStream<mpsc::UnboundedReceiver<Item>, MockTimer>, mpsc::UnboundedSender<Item>, MockTimer) {
+fn watched(
+    timeout_ms: u64,
+) -> (
+    KeepaliveStream<mpsc::UnboundedReceiver<Item>, MockTimer>,
+    mpsc::UnboundedSender<Item>,
+    MockTimer,
+) {
     let timer = MockTimer::new();
-    let config = Config::default().with_peer_timeout(Duration::from_millis(timeout_ms)).unwrap();
+    let config = Config::default()
+        .with_peer_timeout(Duration::from_millis(timeout_ms))
+        .unwrap();
     let (tx, rx) = mpsc::unbounded();
     let s = KeepaliveStream::new(rx).detect_dead_peer(timer.clone(), config);
     (s, tx, timer)
@@ -110,7 +122,9 @@ fn watched(timeout_ms: u64) -> (KeepaliveStream<mpsc::UnboundedReceiver<Item>, M
 
 fn expect_timeout(p: Poll<Option<Result<Vec<u8>, KeepaliveError<io::Error>>>>) -> Duration {
     match p {
-        Poll::Ready(Some(Err(KeepaliveError::PeerTimedOut(PeerTimedOut { silent_for, .. })))) => silent_for,
+        Poll::Ready(Some(Err(KeepaliveError::PeerTimedOut(PeerTimedOut {
+            silent_for, ..
+        })))) => silent_for,
         other => panic!("expected a peer timeout, got {other:?}"),
     }
 }
@@ -149,7 +163,10 @@ fn every_message_is_a_sign_of_life() {
     for _ in 0..10 {
         timer.advance(Duration::from_millis(60));
         tx.unbounded_send(app(b"tick")).unwrap();
-        assert_eq!(poll(&mut s).map(|i| i.map(Result::unwrap)), Poll::Ready(Some(b"tick".to_vec())));
+        assert_eq!(
+            poll(&mut s).map(|i| i.map(Result::unwrap)),
+            Poll::Ready(Some(b"tick".to_vec()))
+        );
         tx.unbounded_send(Ok(COLLISION.to_vec())).unwrap();
         assert!(matches!(poll(&mut s), Poll::Ready(Some(Ok(_)))));
         assert!(poll(&mut s).is_pending());
@@ -166,7 +183,10 @@ fn a_waiting_message_wins_over_an_expired_deadline() {
     tx.unbounded_send(app(b"late poll")).unwrap();
     timer.advance(Duration::from_millis(500));
     assert!(matches!(poll(&mut s), Poll::Ready(Some(Ok(_)))));
-    assert!(poll(&mut s).is_pending(), "the message was a sign of life at 500 ms");
+    assert!(
+        poll(&mut s).is_pending(),
+        "the message was a sign of life at 500 ms"
+    );
 }
 
 #[test]
@@ -175,7 +195,10 @@ fn errors_are_not_signs_of_life_and_end_of_stream_releases_the_timer() {
     assert!(poll(&mut s).is_pending());
     timer.advance(Duration::from_millis(60));
     tx.unbounded_send(Err(io::Error::other("glitch"))).unwrap();
-    assert!(matches!(poll(&mut s), Poll::Ready(Some(Err(KeepaliveError::Transport(_))))));
+    assert!(matches!(
+        poll(&mut s),
+        Poll::Ready(Some(Err(KeepaliveError::Transport(_))))
+    ));
     timer.advance(Duration::from_millis(41));
     expect_timeout(poll(&mut s));
     assert_eq!(timer.live(), 1);
@@ -189,7 +212,9 @@ fn errors_are_not_signs_of_life_and_end_of_stream_releases_the_timer() {
 fn with_a_real_timer_a_stream_fed_keepalives_never_times_out() {
     // Short real intervals with generous bounds: keepalives every 5 ms
     // against a 200 ms peer timeout, then silence.
-    let config = Config::default().with_peer_timeout(Duration::from_millis(200)).unwrap();
+    let config = Config::default()
+        .with_peer_timeout(Duration::from_millis(200))
+        .unwrap();
     let (tx, rx) = mpsc::unbounded::<Item>();
     let feeder = std::thread::spawn(move || {
         for _ in 0..40 {
@@ -198,16 +223,22 @@ fn with_a_real_timer_a_stream_fed_keepalives_never_times_out() {
         }
         tx // keep the stream open, silent
     });
-    let mut s = KeepaliveStream::new(rx).detect_dead_peer(inlinekeepalive::timer::FuturesTimer, config);
+    let mut s =
+        KeepaliveStream::new(rx).detect_dead_peer(inlinekeepalive::timer::FuturesTimer, config);
     let start = Instant::now();
     let first = block_on(s.next());
     let elapsed = start.elapsed();
     let tx = feeder.join().unwrap();
     match first {
-        Some(Err(KeepaliveError::PeerTimedOut(e))) => assert!(e.silent_for >= Duration::from_millis(200)),
+        Some(Err(KeepaliveError::PeerTimedOut(e))) => {
+            assert!(e.silent_for >= Duration::from_millis(200))
+        }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(elapsed >= Duration::from_millis(200), "reported after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(200),
+        "reported after {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(10));
     assert_eq!(s.stats().keepalives_removed, 40);
     drop(tx);

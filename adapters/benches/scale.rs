@@ -1,0 +1,308 @@
+//! Scale: 100,000 concurrent idle streams on one smol executor thread, a
+//! keepalive every second each, for 10 seconds: keepalive lateness, CPU time
+//! and memory per stream, for our design side by side with the naive design
+//! (one task per stream looping on its own `async_io::Timer::interval`, as
+//! Waypoint's goroutine-per-stream ticker does). Ours, one timer per stream
+//! reset in place, in its two shapes:
+//!
+//! - `sink-task`: the application's task owns a `KeepaliveSink` and awaits
+//!   `keepalive()` while idle (what an idle stream costs at the least);
+//! - `sink-driver`: `into_driver`, a spawned `SinkDriver` plus the
+//!   application's `MessageSender` channel (a bounded futures-channel).
+//!
+//! `cargo bench -p inlinekeepalive --bench scale --features smol`
+//!
+//! Each design runs in a fresh child process of this binary (one after the
+//! other, never at the same time), so one design's freed memory cannot hide
+//! the other's. Environment: `SCALE_STREAMS` (default 100000),
+//! `SCALE_SECS` (default 10).
+//!
+//! Streams open in 100 batches over the first second (as real streams
+//! arrive over time, not all in one microsecond); both designs get the same
+//! schedule. No jitter: lateness is then measured exactly, as the time a
+//! keepalive reached the transport minus the time it was due (Idle policy:
+//! one interval after the previous keepalive; naive: the ticker's k-th tick).
+//!
+//! CPU is utime + stime of the whole child process from /proc/self/stat;
+//! memory is the VmRSS growth from before the streams open to the end of the
+//! run (both from /proc, so no extra dependency).
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::process::Command;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::{Sink, StreamExt};
+use inlinekeepalive::core::Config;
+use inlinekeepalive::timer::AsyncIoTimer;
+use inlinekeepalive::{wire, KeepaliveSink, MessageSender};
+use smol::LocalExecutor;
+
+const INTERVAL: Duration = Duration::from_secs(1);
+const BATCHES: usize = 100;
+
+/// Lateness samples in microseconds, shared by every stream of the thread.
+#[derive(Default)]
+struct Samples {
+    late_us: Vec<u32>,
+    early: u64,
+}
+
+/// The transport of one stream: records when each keepalive arrives and how
+/// late it was.
+struct Recorder {
+    /// When the next keepalive is due.
+    due: Instant,
+    /// Naive design: fixed-rate ticks (`due += interval`); ours: Idle
+    /// (`due = arrival + interval`).
+    fixed_rate: bool,
+    samples: Rc<RefCell<Samples>>,
+}
+
+impl Recorder {
+    fn record(&mut self) {
+        let now = Instant::now();
+        let mut s = self.samples.borrow_mut();
+        match now.checked_duration_since(self.due) {
+            Some(late) => s
+                .late_us
+                .push(u32::try_from(late.as_micros()).unwrap_or(u32::MAX)),
+            None => s.early += 1,
+        }
+        self.due = if self.fixed_rate {
+            self.due + INTERVAL
+        } else {
+            now + INTERVAL
+        };
+    }
+}
+
+impl Sink<&'static [u8]> for Recorder {
+    type Error = ();
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: &'static [u8]) -> Result<(), ()> {
+        assert_eq!(item, &wire::KEEPALIVE_MESSAGE[..]);
+        self.get_mut().record();
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of this process, in seconds (clock ticks of 1/100 s).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Runs one design in this process and prints one `RESULT` line.
+fn child(design: &str, streams: usize, secs: u64) {
+    let ex = LocalExecutor::new();
+    let samples = Rc::new(RefCell::new(Samples::default()));
+    // Keeps the application's handles alive, as an idle application would.
+    let senders: Rc<RefCell<Vec<MessageSender<&'static [u8]>>>> = Rc::new(RefCell::new(Vec::new()));
+    let wrapped = design != "naive";
+
+    // Warm the executor and the reactor before the baseline.
+    smol::block_on(ex.run(smol::Timer::after(Duration::from_millis(10))));
+    let rss_before = rss_kib();
+    let cpu_before = cpu_secs();
+    let start = Instant::now();
+
+    let per_batch = streams.div_ceil(BATCHES);
+    let opener = {
+        let ex = &ex;
+        let samples = samples.clone();
+        let senders = senders.clone();
+        async move {
+            let mut tick = smol::Timer::interval(INTERVAL / BATCHES as u32);
+            let mut opened = 0;
+            while opened < streams {
+                for _ in 0..per_batch.min(streams - opened) {
+                    let samples = samples.clone();
+                    if wrapped {
+                        let config = Config::new(INTERVAL).unwrap();
+                        let recorder = Recorder {
+                            due: Instant::now() + INTERVAL,
+                            fixed_rate: false,
+                            samples,
+                        };
+                        let mut sink = KeepaliveSink::new(recorder, AsyncIoTimer, config)
+                            .peer_supports_keepalives(true);
+                        if design == "sink-driver" {
+                            // The application's handle is a channel.
+                            let (sender, driver) = sink.into_driver(1);
+                            senders.borrow_mut().push(sender);
+                            ex.spawn(driver).detach();
+                        } else {
+                            // The application owns the sink in its task and
+                            // polls `keepalive()` while idle.
+                            ex.spawn(async move {
+                                loop {
+                                    sink.keepalive().await.unwrap();
+                                }
+                            })
+                            .detach();
+                        }
+                    } else {
+                        ex.spawn(async move {
+                            let mut ticker = smol::Timer::interval(INTERVAL);
+                            let mut recorder = Recorder {
+                                due: Instant::now() + INTERVAL,
+                                fixed_rate: true,
+                                samples,
+                            };
+                            while ticker.next().await.is_some() {
+                                futures::SinkExt::send(&mut recorder, &wire::KEEPALIVE_MESSAGE[..])
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                        .detach();
+                    }
+                    opened += 1;
+                }
+                tick.next().await;
+            }
+        }
+    };
+    let opened_in = smol::block_on(ex.run(async {
+        opener.await;
+        start.elapsed()
+    }));
+    let rest = Duration::from_secs(secs).saturating_sub(start.elapsed());
+    smol::block_on(ex.run(smol::Timer::after(rest)));
+    let elapsed = start.elapsed();
+    let cpu = cpu_secs() - cpu_before;
+    let rss_after = rss_kib();
+
+    let mut s = samples.borrow_mut();
+    s.late_us.sort_unstable();
+    let late = &s.late_us;
+    println!(
+        "RESULT design={design} streams={streams} secs={:.2} opened_in_ms={} keepalives={} early={} \
+         p50_us={} p99_us={} max_us={} cpu_s={:.2} rss_kib={} bytes_per_stream={}",
+        elapsed.as_secs_f64(),
+        opened_in.as_millis(),
+        late.len() as u64 + s.early,
+        s.early,
+        percentile(late, 0.50),
+        percentile(late, 0.99),
+        late.last().copied().unwrap_or(0),
+        cpu,
+        rss_after.saturating_sub(rss_before),
+        rss_after.saturating_sub(rss_before) * 1024 / streams as u64,
+    );
+    drop(s);
+    // Exit without dropping 100k tasks: teardown is not what is measured.
+    std::process::exit(0);
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or("?")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let streams: usize = std::env::var("SCALE_STREAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let secs: u64 = std::env::var("SCALE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    if let Some(i) = args.iter().position(|a| a == "--design") {
+        child(
+            args.get(i + 1).map_or("sink-task", String::as_str),
+            streams,
+            secs,
+        );
+        return;
+    }
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and friends: nothing to run
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut lines = Vec::new();
+    for design in ["naive", "sink-task", "sink-driver"] {
+        eprintln!("scale: {design}: {streams} streams for {secs} s ...");
+        let out = Command::new(&exe)
+            .args(["--design", design])
+            .output()
+            .expect("spawn child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("RESULT"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{design} child failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            });
+        println!("{line}");
+        lines.push(line.to_string());
+    }
+    println!();
+    println!("| design | streams | keepalives | lateness p50 | p99 | max | CPU s | RSS growth | bytes/stream |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for l in &lines {
+        let us = |k| {
+            field(l, k)
+                .parse::<f64>()
+                .map_or("?".into(), |v| format!("{:.2} ms", v / 1000.0))
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} KiB | {} |",
+            field(l, "design"),
+            field(l, "streams"),
+            field(l, "keepalives"),
+            us("p50_us"),
+            us("p99_us"),
+            us("max_us"),
+            field(l, "cpu_s"),
+            field(l, "rss_kib"),
+            field(l, "bytes_per_stream"),
+        );
+    }
+}
