@@ -131,11 +131,16 @@ pub struct ChunkyPipe {
     pub max_chunk: usize,
     /// One call in `pending_one_in` returns `Pending`; 0: never.
     pub pending_one_in: u32,
+    /// Draw each count's cap from 1, 7, 64, 1500 and `max_chunk`, so short
+    /// counts are common whatever `max_chunk` is.
+    pub skewed: bool,
 }
 
 #[derive(Debug, Default)]
 struct PipeState {
     buf: VecDeque<u8>,
+    /// A copy of everything written, when tapped.
+    tap: Option<Vec<u8>>,
     closed: bool,
     read_waker: Option<Waker>,
 }
@@ -147,6 +152,19 @@ impl ChunkyPipe {
             rng: fastrand::Rng::with_seed(seed),
             max_chunk,
             pending_one_in: 0,
+            skewed: false,
+        }
+    }
+
+    /// Starts keeping a copy of everything written, for [`take_tap`](Self::take_tap).
+    pub fn tap(&self) {
+        self.shared.lock().unwrap().tap = Some(Vec::new());
+    }
+
+    /// Appends the tapped bytes written since the last call to `out`.
+    pub fn take_tap(&self, out: &mut Vec<u8>) {
+        if let Some(tap) = self.shared.lock().unwrap().tap.as_mut() {
+            out.append(tap);
         }
     }
 
@@ -157,6 +175,7 @@ impl ChunkyPipe {
             rng: fastrand::Rng::with_seed(seed),
             max_chunk: self.max_chunk,
             pending_one_in: self.pending_one_in,
+            skewed: self.skewed,
         }
     }
 
@@ -173,7 +192,12 @@ impl ChunkyPipe {
         if self.pending_one_in > 0 && self.rng.u32(0..self.pending_one_in) == 0 {
             return None;
         }
-        Some(self.rng.usize(1..=self.max_chunk.max(1)).min(available))
+        let cap = if self.skewed {
+            [1, 7, 64, 1500, self.max_chunk][self.rng.usize(..5)].min(self.max_chunk)
+        } else {
+            self.max_chunk
+        };
+        Some(self.rng.usize(1..=cap.max(1)).min(available))
     }
 }
 
@@ -192,6 +216,9 @@ impl AsyncWrite for ChunkyPipe {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         state.buf.extend(&buf[..n]);
+        if let Some(tap) = state.tap.as_mut() {
+            tap.extend_from_slice(&buf[..n]);
+        }
         if let Some(w) = state.read_waker.take() {
             w.wake();
         }
