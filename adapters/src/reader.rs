@@ -126,7 +126,8 @@ impl Failure {
 /// use std::time::Duration;
 /// use inlinekeepalive::PeerTimedOut;
 ///
-/// let e = PeerTimedOut { silent_for: Duration::from_secs(45) };
+/// let e = PeerTimedOut::new(Duration::from_secs(45));
+/// assert_eq!(e.silent_for, Duration::from_secs(45));
 /// assert_eq!(e.to_string(), "peer sent nothing, not even a keepalive, for 45s");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,6 +144,14 @@ impl fmt::Display for PeerTimedOut {
             "peer sent nothing, not even a keepalive, for {:?}",
             self.silent_for
         )
+    }
+}
+
+impl PeerTimedOut {
+    /// The error for a peer silent for `silent_for`.
+    #[must_use]
+    pub fn new(silent_for: Duration) -> Self {
+        Self { silent_for }
     }
 }
 
