@@ -44,3 +44,8 @@ pub use filter::{Encoding, FilterStats, FrameError, FrameFilter, Output, Step};
 pub use instant::Instant;
 pub use machine::{Event, Keepalive, Stats};
 pub use tracker::FrameTracker;
+
+/// The README's examples, compiled and run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;

@@ -219,7 +219,10 @@ async fn run_client(
     let response = match response {
         Ok(response) => response,
         Err(status) => {
-            timeline.say(kind.name(), format_args!("call failed: {}", describe(&status)));
+            timeline.say(
+                kind.name(),
+                format_args!("call failed: {}", describe(&status)),
+            );
             outcome.error = Some(status);
             return Ok(outcome);
         }
@@ -244,7 +247,10 @@ async fn run_client(
                 break;
             }
             Err(status) => {
-                timeline.say(kind.name(), format_args!("stream died: {}", describe(&status)));
+                timeline.say(
+                    kind.name(),
+                    format_args!("stream died: {}", describe(&status)),
+                );
                 outcome.error = Some(status);
                 break;
             }
