@@ -1,9 +1,30 @@
 //! Scale: 100,000 concurrent idle streams on one smol executor thread, a
 //! keepalive every second each, for 10 seconds: keepalive lateness, CPU time
 //! and memory per stream, for our design side by side with the naive design
-//! (one task per stream looping on its own `async_io::Timer::interval`, as
-//! Waypoint's goroutine-per-stream ticker does). Ours, one timer per stream
-//! reset in place, in its two shapes:
+//! in the same run. Every design writes the same keepalive message into the
+//! same kind of sink (`Recorder`, below), with `poll_ready`, `start_send`
+//! and `poll_flush`.
+//!
+//! The naive design, Waypoint's (`ServeKeepalives`: a goroutine per stream
+//! with a `time.Ticker`, sending under the stream's send mutex, stopped by
+//! the stream's context):
+//!
+//! - `naive`: one spawned task per stream looping on its own
+//!   `async_io::Timer::interval`, writing into the stream's sink, which it
+//!   shares with the application (`Rc<RefCell<_>>`: the lock, on one
+//!   thread); the application keeps its handle to the sink and the task
+//!   handle that stops the ticker when the stream ends. The application's
+//!   own idle task is not spawned (its handles sit in a `Vec`), although in
+//!   `sink-task` below the application's task is what carries the sink: this
+//!   favours `naive` by one task per stream;
+//! - `naive-app`: `naive` with that idle application task spawned too (it
+//!   holds the two handles and waits for its next message, which never
+//!   comes), as every design has one in a real program;
+//! - `naive-bare`: the same ticker owning the sink outright, with no
+//!   application handle at all: a lower bound, since such a stream cannot
+//!   carry the application's messages.
+//!
+//! Ours, one timer per stream reset in place, in its two shapes:
 //!
 //! - `sink-task`: the application's task owns a `KeepaliveSink` and awaits
 //!   `keepalive()` while idle (what an idle stream costs at the least);
@@ -15,7 +36,7 @@
 //! Each design runs in a fresh child process of this binary (one after the
 //! other, never at the same time), so one design's freed memory cannot hide
 //! the other's. Environment: `SCALE_STREAMS` (default 100000),
-//! `SCALE_SECS` (default 10).
+//! `SCALE_SECS` (default 10), `SCALE_DESIGNS` (a comma-separated subset).
 //!
 //! Streams open in 100 batches over the first second (as real streams
 //! arrive over time, not all in one microsecond); both designs get the same
@@ -25,7 +46,10 @@
 //!
 //! CPU is utime + stime of the whole child process from /proc/self/stat;
 //! memory is the VmRSS growth from before the streams open to the end of the
-//! run (both from /proc, so no extra dependency).
+//! run (both from /proc, so no extra dependency). The lateness samples are
+//! allocated and touched before the baseline, so they are not counted.
+//! `task_bytes` is the size of one spawned future (what the executor
+//! allocates per task, besides its header).
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -38,7 +62,7 @@ use futures::{Sink, StreamExt};
 use inlinekeepalive::core::Config;
 use inlinekeepalive::timer::AsyncIoTimer;
 use inlinekeepalive::{wire, KeepaliveSink, MessageSender};
-use smol::LocalExecutor;
+use smol::{LocalExecutor, Task};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const BATCHES: usize = 100;
@@ -76,6 +100,34 @@ impl Recorder {
         } else {
             now + INTERVAL
         };
+    }
+}
+
+/// The application's side of a naive stream: the sink it shares with the
+/// ticker task, and the handle that stops the ticker (Waypoint's context).
+type NaiveHandle = (Rc<RefCell<Recorder>>, Task<()>);
+
+/// The shared sink of a naive stream, as a `Sink` for the ticker: takes the
+/// lock (borrows the cell) for each call, as Waypoint takes its send mutex.
+struct Shared(Rc<RefCell<Recorder>>);
+
+impl Sink<&'static [u8]> for Shared {
+    type Error = ();
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: &'static [u8]) -> Result<(), ()> {
+        Pin::new(&mut *self.0.borrow_mut()).start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }
 
@@ -137,9 +189,19 @@ fn child(design: &str, streams: usize, secs: u64) {
     let ex = LocalExecutor::new();
     let samples = Rc::new(RefCell::new(Samples::default()));
     // Keeps the application's handles alive, as an idle application would.
-    let senders: Rc<RefCell<Vec<MessageSender<&'static [u8]>>>> = Rc::new(RefCell::new(Vec::new()));
-    let wrapped = design != "naive";
+    let senders: Rc<RefCell<Vec<MessageSender<&'static [u8]>>>> =
+        Rc::new(RefCell::new(Vec::with_capacity(streams)));
+    let naive_handles: Rc<RefCell<Vec<NaiveHandle>>> =
+        Rc::new(RefCell::new(Vec::with_capacity(streams)));
+    let task_bytes = Rc::new(std::cell::Cell::new(0usize));
 
+    // Room for every sample, touched now so it is not counted as growth.
+    {
+        let expected = streams * (secs as usize + 1);
+        let mut s = samples.borrow_mut();
+        s.late_us.resize(expected, 1);
+        s.late_us.clear();
+    }
     // Warm the executor and the reactor before the baseline.
     smol::block_on(ex.run(smol::Timer::after(Duration::from_millis(10))));
     let rss_before = rss_kib();
@@ -151,51 +213,85 @@ fn child(design: &str, streams: usize, secs: u64) {
         let ex = &ex;
         let samples = samples.clone();
         let senders = senders.clone();
+        let naive_handles = naive_handles.clone();
+        let task_bytes = task_bytes.clone();
         async move {
             let mut tick = smol::Timer::interval(INTERVAL / BATCHES as u32);
             let mut opened = 0;
             while opened < streams {
                 for _ in 0..per_batch.min(streams - opened) {
                     let samples = samples.clone();
-                    if wrapped {
-                        let config = Config::new(INTERVAL).unwrap();
-                        let recorder = Recorder {
-                            due: Instant::now() + INTERVAL,
-                            fixed_rate: false,
-                            samples,
-                        };
-                        let mut sink = KeepaliveSink::new(recorder, AsyncIoTimer, config)
-                            .peer_supports_keepalives(true);
-                        if design == "sink-driver" {
-                            // The application's handle is a channel.
-                            let (sender, driver) = sink.into_driver(1);
-                            senders.borrow_mut().push(sender);
-                            ex.spawn(driver).detach();
-                        } else {
-                            // The application owns the sink in its task and
-                            // polls `keepalive()` while idle.
-                            ex.spawn(async move {
-                                loop {
-                                    sink.keepalive().await.unwrap();
-                                }
-                            })
-                            .detach();
+                    let recorder = |fixed_rate| Recorder {
+                        due: Instant::now() + INTERVAL,
+                        fixed_rate,
+                        samples,
+                    };
+                    match design {
+                        "sink-task" | "sink-driver" => {
+                            let config = Config::new(INTERVAL).unwrap();
+                            let mut sink =
+                                KeepaliveSink::new(recorder(false), AsyncIoTimer, config)
+                                    .peer_supports_keepalives(true);
+                            if design == "sink-driver" {
+                                // The application's handle is a channel.
+                                let (sender, driver) = sink.into_driver(1);
+                                senders.borrow_mut().push(sender);
+                                task_bytes.set(std::mem::size_of_val(&driver));
+                                ex.spawn(driver).detach();
+                            } else {
+                                // The application owns the sink in its task
+                                // and polls `keepalive()` while idle.
+                                let task = async move {
+                                    loop {
+                                        sink.keepalive().await.unwrap();
+                                    }
+                                };
+                                task_bytes.set(std::mem::size_of_val(&task));
+                                ex.spawn(task).detach();
+                            }
                         }
-                    } else {
-                        ex.spawn(async move {
-                            let mut ticker = smol::Timer::interval(INTERVAL);
-                            let mut recorder = Recorder {
-                                due: Instant::now() + INTERVAL,
-                                fixed_rate: true,
-                                samples,
+                        "naive" | "naive-app" => {
+                            // Waypoint: the ticker sends under the stream's
+                            // send lock; the application keeps the stream.
+                            let shared = Rc::new(RefCell::new(recorder(true)));
+                            let mut sink = Shared(shared.clone());
+                            let ticker_task = async move {
+                                let mut ticker = smol::Timer::interval(INTERVAL);
+                                while ticker.next().await.is_some() {
+                                    futures::SinkExt::send(&mut sink, &wire::KEEPALIVE_MESSAGE[..])
+                                        .await
+                                        .unwrap();
+                                }
                             };
-                            while ticker.next().await.is_some() {
-                                futures::SinkExt::send(&mut recorder, &wire::KEEPALIVE_MESSAGE[..])
+                            task_bytes.set(std::mem::size_of_val(&ticker_task));
+                            let task = ex.spawn(ticker_task);
+                            if design == "naive-app" {
+                                ex.spawn(async move {
+                                    let _stream: NaiveHandle = (shared, task);
+                                    std::future::pending::<()>().await;
+                                })
+                                .detach();
+                            } else {
+                                naive_handles.borrow_mut().push((shared, task));
+                            }
+                        }
+                        "naive-bare" => {
+                            let mut recorder = recorder(true);
+                            let ticker_task = async move {
+                                let mut ticker = smol::Timer::interval(INTERVAL);
+                                while ticker.next().await.is_some() {
+                                    futures::SinkExt::send(
+                                        &mut recorder,
+                                        &wire::KEEPALIVE_MESSAGE[..],
+                                    )
                                     .await
                                     .unwrap();
-                            }
-                        })
-                        .detach();
+                                }
+                            };
+                            task_bytes.set(std::mem::size_of_val(&ticker_task));
+                            ex.spawn(ticker_task).detach();
+                        }
+                        other => panic!("unknown design {other}"),
                     }
                     opened += 1;
                 }
@@ -207,10 +303,14 @@ fn child(design: &str, streams: usize, secs: u64) {
         opener.await;
         start.elapsed()
     }));
+    let cpu_opened = cpu_secs();
     let rest = Duration::from_secs(secs).saturating_sub(start.elapsed());
     smol::block_on(ex.run(smol::Timer::after(rest)));
     let elapsed = start.elapsed();
-    let cpu = cpu_secs() - cpu_before;
+    let cpu_end = cpu_secs();
+    let cpu = cpu_end - cpu_before;
+    // After the last stream opened: the steady state of idle streams.
+    let cpu_steady = cpu_end - cpu_opened;
     let rss_after = rss_kib();
 
     let mut s = samples.borrow_mut();
@@ -218,7 +318,7 @@ fn child(design: &str, streams: usize, secs: u64) {
     let late = &s.late_us;
     println!(
         "RESULT design={design} streams={streams} secs={:.2} opened_in_ms={} keepalives={} early={} \
-         p50_us={} p99_us={} max_us={} cpu_s={:.2} rss_kib={} bytes_per_stream={}",
+         p50_us={} p99_us={} max_us={} cpu_s={:.2} cpu_steady_s={:.2} rss_kib={} bytes_per_stream={} task_bytes={}",
         elapsed.as_secs_f64(),
         opened_in.as_millis(),
         late.len() as u64 + s.early,
@@ -227,8 +327,10 @@ fn child(design: &str, streams: usize, secs: u64) {
         percentile(late, 0.99),
         late.last().copied().unwrap_or(0),
         cpu,
+        cpu_steady,
         rss_after.saturating_sub(rss_before),
         rss_after.saturating_sub(rss_before) * 1024 / streams as u64,
+        task_bytes.get(),
     );
     drop(s);
     // Exit without dropping 100k tasks: teardown is not what is measured.
@@ -264,7 +366,18 @@ fn main() {
     }
     let exe = std::env::current_exe().expect("current_exe");
     let mut lines = Vec::new();
-    for design in ["naive", "sink-task", "sink-driver"] {
+    let all = [
+        "naive",
+        "naive-app",
+        "naive-bare",
+        "sink-task",
+        "sink-driver",
+    ];
+    let only = std::env::var("SCALE_DESIGNS").unwrap_or_default();
+    for design in all {
+        if !only.is_empty() && !only.split(',').any(|d| d == design) {
+            continue;
+        }
         eprintln!("scale: {design}: {streams} streams for {secs} s ...");
         let out = Command::new(&exe)
             .args(["--design", design])
@@ -284,8 +397,8 @@ fn main() {
         lines.push(line.to_string());
     }
     println!();
-    println!("| design | streams | keepalives | lateness p50 | p99 | max | CPU s | RSS growth | bytes/stream |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| design | streams | keepalives | lateness p50 | p99 | max | CPU s | of which steady | RSS growth | bytes/stream | task bytes |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for l in &lines {
         let us = |k| {
             field(l, k)
@@ -293,7 +406,7 @@ fn main() {
                 .map_or("?".into(), |v| format!("{:.2} ms", v / 1000.0))
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} KiB | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} KiB | {} | {} |",
             field(l, "design"),
             field(l, "streams"),
             field(l, "keepalives"),
@@ -301,8 +414,10 @@ fn main() {
             us("p99_us"),
             us("max_us"),
             field(l, "cpu_s"),
+            field(l, "cpu_steady_s"),
             field(l, "rss_kib"),
             field(l, "bytes_per_stream"),
+            field(l, "task_bytes"),
         );
     }
 }

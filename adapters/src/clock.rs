@@ -39,6 +39,7 @@ impl Clock {
     /// The core instant of `at`. Instants before the origin map to 0, and
     /// instants more than ~584,000 years after it saturate.
     #[must_use]
+    #[inline]
     pub fn to_core(&self, at: StdInstant) -> Instant {
         let micros = at.saturating_duration_since(self.origin).as_micros();
         Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
@@ -47,6 +48,7 @@ impl Clock {
     /// The std instant of a core instant; saturates at the latest instant the
     /// platform can represent instead of panicking.
     #[must_use]
+    #[inline]
     pub fn to_std(&self, at: Instant) -> StdInstant {
         let offset = Duration::from_micros(at.as_micros());
         self.origin

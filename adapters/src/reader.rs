@@ -80,6 +80,7 @@ pin_project! {
         state: ReadState,
         // Whether any byte was fed to the filter (the encoding is then fixed).
         started: bool,
+        #[pin]
         peer: Option<PeerWatch<T>>,
     }
 }
@@ -157,35 +158,52 @@ impl PeerTimedOut {
 
 impl std::error::Error for PeerTimedOut {}
 
-/// Dead-peer detection: the state machine (receive side only) and its timer.
-struct PeerWatch<T: Timer> {
-    machine: Keepalive,
-    slot: SleepSlot<T>,
+pin_project! {
+    /// Dead-peer detection: the state machine (receive side only) and its
+    /// timer.
+    struct PeerWatch<T: Timer> {
+        machine: Keepalive,
+        #[pin]
+        slot: SleepSlot<T>,
+    }
 }
 
 impl<T: Timer> PeerWatch<T> {
     /// Records that bytes arrived (`keepalive`: a keepalive among them).
-    fn on_received(&mut self, application: bool, keepalive: bool) {
-        let now = self.slot.now();
+    fn on_received(self: Pin<&mut Self>, application: bool, keepalive: bool) {
+        let this = self.project();
+        let now = this.slot.now();
         if application {
-            self.machine.on_received(now, Classification::Application);
+            this.machine.on_received(now, Classification::Application);
         }
         if keepalive {
-            self.machine.on_received(now, Classification::Keepalive);
+            this.machine.on_received(now, Classification::Keepalive);
         }
     }
 
     /// Waits for the peer timeout; `Ready` with how long the peer was silent.
-    fn poll_timed_out(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
+    fn poll_timed_out(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Duration> {
+        let mut this = self.project();
         loop {
-            if let Some(Event::PeerTimedOut { silent_for }) = self.machine.poll_event() {
+            if let Some(Event::PeerTimedOut { silent_for }) = this.machine.poll_event() {
                 return Poll::Ready(silent_for);
             }
-            match self.slot.poll(cx, self.machine.poll_timeout()) {
-                Poll::Ready(now) => self.machine.handle_timeout(now),
+            match this.slot.as_mut().poll(cx, this.machine.poll_timeout()) {
+                Poll::Ready(now) => {
+                    this.machine.handle_timeout(now);
+                    // Re-arm from the instant just read: no second read.
+                    this.slot.as_mut().arm(now, this.machine.poll_timeout());
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// The peer finished: stop watching and release the timer.
+    fn close(self: Pin<&mut Self>) {
+        let this = self.project();
+        this.machine.close_receive();
+        this.slot.release();
     }
 }
 
@@ -440,7 +458,7 @@ impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    if let Some(peer) = this.peer.as_mut() {
+                    if let Some(peer) = this.peer.as_mut().as_pin_mut() {
                         if let Poll::Ready(silent_for) = peer.poll_timed_out(cx) {
                             let failure = Failure::PeerTimedOut(silent_for);
                             *this.state = ReadState::Failed(failure);
@@ -455,16 +473,15 @@ impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
                     Ok(()) => ReadState::Eof,
                     Err(e) => ReadState::Failed(Failure::Frame(e)),
                 };
-                if let Some(peer) = this.peer.as_mut() {
-                    peer.machine.close_receive();
-                    peer.slot.release();
+                if let Some(peer) = this.peer.as_mut().as_pin_mut() {
+                    peer.close();
                 }
                 continue;
             }
             *this.started = true;
             let before = this.filter.stats();
             let (passed, error) = filter_in_place(this.filter, target, held, held + read);
-            if let Some(peer) = this.peer.as_mut() {
+            if let Some(peer) = this.peer.as_mut().as_pin_mut() {
                 let after = this.filter.stats();
                 peer.on_received(
                     passed > 0 || after.frames_passed > before.frames_passed,

@@ -127,6 +127,7 @@ pin_project! {
     pub struct KeepaliveSink<Si, M, T: Timer> {
         #[pin]
         inner: Si,
+        #[pin]
         slot: SleepSlot<T>,
         machine: Keepalive,
         make_keepalive: fn() -> M,
@@ -311,6 +312,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
     pub fn keepalive(&mut self) -> KeepaliveSent<'_, Si, M, T>
     where
         Si: Unpin,
+        T::Sleep: Unpin,
     {
         KeepaliveSent { sink: self }
     }
@@ -326,6 +328,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
             sink: self,
             rx,
             buffered: None,
+            unflushed: false,
             senders_gone: false,
         };
         (MessageSender { tx }, driver)
@@ -347,8 +350,8 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Si::Error>> {
         let mut this = self.project();
-        // The time the timer fired, reused for the send decision: one clock
-        // read fewer per keepalive.
+        // The instant the timer fired, reused for the send decision and to
+        // re-arm: one clock read per keepalive.
         let mut fired_at = None;
         loop {
             if *this.unflushed {
@@ -366,7 +369,9 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
                 }
                 *this.maybe_due = false;
                 let now = fired_at.take().unwrap_or_else(|| this.slot.now());
-                if this.machine.poll_keepalive(now) {
+                let sent = this.machine.poll_keepalive(now);
+                this.slot.as_mut().arm(now, this.machine.poll_timeout());
+                if sent {
                     if let Err(e) = this.inner.as_mut().start_send((this.make_keepalive)()) {
                         this.machine.close_send();
                         return Poll::Ready(Err(e));
@@ -376,7 +381,7 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
                     continue;
                 }
             }
-            let now = ready!(this.slot.poll(cx, this.machine.poll_timeout()));
+            let now = ready!(this.slot.as_mut().poll(cx, this.machine.poll_timeout()));
             this.machine.handle_timeout(now);
             *this.maybe_due = maybe_due(this.machine);
             fired_at = Some(now);
@@ -401,7 +406,9 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
         if let Poll::Ready(ready) = this.inner.as_mut().poll_ready(cx) {
             ready?;
             *this.maybe_due = false;
-            if this.machine.poll_keepalive(now) {
+            let sent = this.machine.poll_keepalive(now);
+            this.slot.as_mut().arm(now, this.machine.poll_timeout());
+            if sent {
                 this.inner.as_mut().start_send((this.make_keepalive)())?;
                 this.stats.keepalives_sent = this.stats.keepalives_sent.saturating_add(1);
                 *this.unflushed = true;
@@ -466,7 +473,10 @@ pub struct KeepaliveSent<'a, Si, M, T: Timer> {
     sink: &'a mut KeepaliveSink<Si, M, T>,
 }
 
-impl<Si: Sink<M> + Unpin, M, T: Timer> Future for KeepaliveSent<'_, Si, M, T> {
+impl<Si: Sink<M> + Unpin, M, T: Timer> Future for KeepaliveSent<'_, Si, M, T>
+where
+    T::Sleep: Unpin,
+{
     type Output = Result<(), Si::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -591,6 +601,8 @@ pin_project! {
         sink: KeepaliveSink<Si, M, T>,
         rx: mpsc::Receiver<Command<M>>,
         buffered: Option<M>,
+        // Messages were handed to the sink since its last flush.
+        unflushed: bool,
         senders_gone: bool,
     }
 }
@@ -618,6 +630,7 @@ where
                 ready!(this.sink.as_mut().poll_ready(cx))?;
                 if let Some(message) = this.buffered.take() {
                     this.sink.as_mut().start_send(message)?;
+                    *this.unflushed = true;
                 }
             }
             // 2. Take the next one.
@@ -644,8 +657,13 @@ where
                 ready!(this.sink.as_mut().poll_close(cx))?;
                 return Poll::Ready(Ok(this.sink.stats()));
             }
-            // 3. Nothing more for now: flush, then keepalives while idle.
-            ready!(this.sink.as_mut().poll_flush(cx))?;
+            // 3. Nothing more for now: flush what was sent (a keepalive that
+            // is due rides along), then keepalives while idle (they flush
+            // themselves).
+            if *this.unflushed {
+                ready!(this.sink.as_mut().poll_flush(cx))?;
+                *this.unflushed = false;
+            }
             ready!(this.sink.as_mut().poll_keepalive(cx))?;
         }
     }

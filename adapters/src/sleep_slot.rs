@@ -7,21 +7,55 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use inlinekeepalive_core::Instant;
+use pin_project_lite::pin_project;
 
 use crate::clock::Clock;
 use crate::timer::Timer;
 
-/// The sleep of one wrapped stream and the clock that maps its time.
-///
-/// The sleep is boxed so the wrappers stay `Unpin` whatever the runtime's
-/// sleep type (tokio's is not): one allocation per stream, made the first
-/// time a deadline is armed, freed by [`release`](Self::release) or drop.
-pub(crate) struct SleepSlot<T: Timer> {
-    timer: T,
-    clock: Clock,
-    sleep: Option<Pin<Box<T::Sleep>>>,
-    /// The deadline the sleep is set to, if it is set.
-    armed: Option<Instant>,
+/// What the sleep is set to, and whether the task is registered on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Armed {
+    /// No deadline: the sleep (if any) is ignored.
+    Off,
+    /// The sleep is set for `at` and has not been polled since: it decides
+    /// (reading its own clock) whether `at` has come.
+    Set { at: Instant },
+    /// The sleep is set for `at` and was pending when last polled, so the
+    /// task is registered on it: the next poll is most likely its wake-up,
+    /// and one clock read decides.
+    Waiting { at: Instant },
+}
+
+impl Armed {
+    fn at(self) -> Option<Instant> {
+        match self {
+            Armed::Off => None,
+            Armed::Set { at } | Armed::Waiting { at } => Some(at),
+        }
+    }
+}
+
+pin_project! {
+    /// The sleep of one wrapped stream and the clock that maps its time.
+    ///
+    /// The sleep is stored inline (no allocation of its own), created the
+    /// first time a deadline is armed and dropped by
+    /// [`release`](Self::release) or with the stream. The wrappers are
+    /// therefore `Unpin` exactly when the timer's sleep is: every timer of
+    /// this crate has an `Unpin` sleep (tokio's, which is not, is boxed by
+    /// [`TokioTimer`](crate::timer::TokioTimer)).
+    ///
+    /// Clock reads: one per wake-up of the sleep (the instant is handed out
+    /// with `Ready` and reused by the caller), none to re-arm after it
+    /// ([`arm`](Self::arm) takes that instant), none to re-poll a sleep that
+    /// was just armed (the sleep checks its own deadline).
+    pub(crate) struct SleepSlot<T: Timer> {
+        #[pin]
+        sleep: Option<T::Sleep>,
+        timer: T,
+        clock: Clock,
+        armed: Armed,
+    }
 }
 
 impl<T: Timer> SleepSlot<T> {
@@ -29,14 +63,15 @@ impl<T: Timer> SleepSlot<T> {
     pub(crate) fn new(timer: T) -> Self {
         let clock = Clock::new(timer.now());
         Self {
+            sleep: None,
             timer,
             clock,
-            sleep: None,
-            armed: None,
+            armed: Armed::Off,
         }
     }
 
     /// The current core time.
+    #[inline]
     pub(crate) fn now(&self) -> Instant {
         self.clock.to_core(self.timer.now())
     }
@@ -51,53 +86,89 @@ impl<T: Timer> SleepSlot<T> {
     /// Returns `Ready(now)` once the clock has reached `next`, whatever the
     /// sleep says; `Pending` with the task registered on the sleep otherwise,
     /// and `Pending` without any registration when `next` is `None`.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, next: Option<Instant>) -> Poll<Instant> {
+    pub(crate) fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        next: Option<Instant>,
+    ) -> Poll<Instant> {
+        let mut this = self.project();
         let Some(at) = next else {
-            self.armed = None;
+            *this.armed = Armed::Off;
             return Poll::Pending;
         };
-        let now = self.now();
-        if now >= at {
-            return Poll::Ready(now);
+        match *this.armed {
+            // Armed for `at` and not polled since: the sleep itself says
+            // whether `at` has come; no clock read of ours.
+            Armed::Set { at: armed } if armed == at => {}
+            // Registered and polled again: most likely the sleep's wake-up.
+            // The clock decides, and the sleep is polled only if it is early
+            // (to refresh the waker).
+            Armed::Waiting { at: armed } if armed == at => {
+                let now = this.clock.to_core(this.timer.now());
+                if now >= at {
+                    return Poll::Ready(now);
+                }
+            }
+            // A new deadline: it may have passed already.
+            _ => {
+                let now = this.clock.to_core(this.timer.now());
+                if now >= at {
+                    return Poll::Ready(now);
+                }
+                set(this.sleep.as_mut(), this.timer, this.clock, at);
+            }
         }
-        if self.armed != Some(at) {
-            self.set(at);
-        }
-        let Some(sleep) = self.sleep.as_mut() else {
+        *this.armed = Armed::Waiting { at };
+        let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
         if sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        // The sleep fired early by the clock's reckoning (a coarse timer, or
-        // a mocked clock): re-arm it, and if it fires again at once, come
+        // The sleep says `at` has come: check it against the clock. It may
+        // have fired early by the clock's reckoning (a coarse timer, or a
+        // mocked clock): re-arm it then, and if it fires again at once, come
         // back through the executor rather than spin here.
-        let now = self.now();
+        let now = this.clock.to_core(this.timer.now());
         if now >= at {
             return Poll::Ready(now);
         }
-        self.set(at);
-        if let Some(sleep) = self.sleep.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                cx.waker().wake_by_ref();
-            }
+        this.timer.reset(sleep.as_mut(), this.clock.to_std(at));
+        if sleep.poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     }
 
-    fn set(&mut self, at: Instant) {
-        let deadline = self.clock.to_std(at);
-        match self.sleep.as_mut() {
-            Some(sleep) => self.timer.reset(sleep.as_mut(), deadline),
-            None => self.sleep = Some(Box::pin(self.timer.sleep_until(deadline))),
+    /// Sets the sleep for `next`, a deadline the caller computed from `now`,
+    /// the instant the last [`poll`](Self::poll) returned (or one read since):
+    /// no clock read here. A deadline at or before `now`, or the one already
+    /// set, is left for [`poll`](Self::poll). The task registers on the next
+    /// poll.
+    pub(crate) fn arm(self: Pin<&mut Self>, now: Instant, next: Option<Instant>) {
+        let mut this = self.project();
+        let Some(at) = next else { return };
+        if at <= now || this.armed.at() == Some(at) {
+            return;
         }
-        self.armed = Some(at);
+        set(this.sleep.as_mut(), this.timer, this.clock, at);
+        *this.armed = Armed::Set { at };
     }
 
     /// Drops the sleep, releasing the runtime's timer entry.
-    pub(crate) fn release(&mut self) {
-        self.sleep = None;
-        self.armed = None;
+    pub(crate) fn release(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        this.sleep.set(None);
+        *this.armed = Armed::Off;
+    }
+}
+
+/// Moves the sleep to `at`, creating it the first time.
+fn set<T: Timer>(mut sleep: Pin<&mut Option<T::Sleep>>, timer: &T, clock: &Clock, at: Instant) {
+    let deadline = clock.to_std(at);
+    match sleep.as_mut().as_pin_mut() {
+        Some(existing) => timer.reset(existing, deadline),
+        None => sleep.set(Some(timer.sleep_until(deadline))),
     }
 }
 
@@ -105,7 +176,7 @@ impl<T: Timer + std::fmt::Debug> std::fmt::Debug for SleepSlot<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SleepSlot")
             .field("timer", &self.timer)
-            .field("armed", &self.armed)
+            .field("armed", &self.armed.at())
             .finish_non_exhaustive()
     }
 }

@@ -68,6 +68,7 @@ pin_project! {
     pub struct KeepaliveStream<S, T: Timer = NoTimer> {
         #[pin]
         inner: S,
+        #[pin]
         peer: Option<PeerWatch<T>>,
         stats: StreamStats,
         done: bool,
@@ -96,10 +97,14 @@ pub struct StreamStats {
     pub peer_timeouts: u32,
 }
 
-/// Dead-peer detection: the state machine (receive side only) and its timer.
-struct PeerWatch<T: Timer> {
-    machine: Keepalive,
-    slot: SleepSlot<T>,
+pin_project! {
+    /// Dead-peer detection: the state machine (receive side only) and its
+    /// timer.
+    struct PeerWatch<T: Timer> {
+        machine: Keepalive,
+        #[pin]
+        slot: SleepSlot<T>,
+    }
 }
 
 impl<S> KeepaliveStream<S> {
@@ -221,7 +226,8 @@ where
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(msg))) => {
                     let class = classify(msg.as_ref());
-                    if let Some(peer) = this.peer.as_mut() {
+                    if let Some(peer) = this.peer.as_mut().as_pin_mut() {
+                        let peer = peer.project();
                         peer.machine.on_received(peer.slot.now(), class);
                     }
                     let stats = &mut *this.stats;
@@ -249,26 +255,30 @@ where
                 Poll::Ready(None) => {
                     *this.done = true;
                     // The peer finished: stop watching, release the timer.
-                    *this.peer = None;
+                    this.peer.set(None);
                     return Poll::Ready(None);
                 }
                 Poll::Pending => break,
             }
         }
         // Nothing to deliver: drive the dead-peer deadline.
-        let Some(peer) = this.peer.as_mut() else {
+        let Some(peer) = this.peer.as_pin_mut() else {
             return Poll::Pending;
         };
+        let mut peer = peer.project();
         loop {
             if let Some(Event::PeerTimedOut { silent_for }) = peer.machine.poll_event() {
                 return Poll::Ready(Some(Err(KeepaliveError::PeerTimedOut(PeerTimedOut {
                     silent_for,
                 }))));
             }
-            match peer.slot.poll(cx, peer.machine.poll_timeout()) {
+            match peer.slot.as_mut().poll(cx, peer.machine.poll_timeout()) {
                 // Afterwards the machine's deadline is after `now`, so this
-                // loop ends.
-                Poll::Ready(now) => peer.machine.handle_timeout(now),
+                // loop ends; it is armed from `now`, without a second read.
+                Poll::Ready(now) => {
+                    peer.machine.handle_timeout(now);
+                    peer.slot.as_mut().arm(now, peer.machine.poll_timeout());
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -12,6 +12,12 @@ use std::time::Instant;
 ///
 /// Implement it yourself to run under another runtime, or to control time in
 /// tests (override [`now`](Timer::now)).
+///
+/// Each wrapper stores its sleep inline, so a wrapper is `Unpin` exactly when
+/// its timer's `Sleep` is. The sleeps of async-io and futures-timer are
+/// `Unpin`; [`TokioTimer`] boxes tokio's (`Pin<Box<tokio::time::Sleep>>`)
+/// to keep its wrappers `Unpin` too. Do the same with a sleep that is not
+/// `Unpin` unless you pin the wrappers yourself.
 pub trait Timer: Clone + Send + Sync + 'static {
     /// The sleep future; completes at its deadline.
     type Sleep: Future<Output = ()> + Send + 'static;
@@ -24,6 +30,7 @@ pub trait Timer: Clone + Send + Sync + 'static {
     fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant);
 
     /// The current time. Override it to test with a mocked clock.
+    #[inline]
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -46,10 +53,12 @@ mod futures_timer_impl {
     impl Timer for FuturesTimer {
         type Sleep = futures_timer::Delay;
 
+        #[inline]
         fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
             futures_timer::Delay::new(deadline.saturating_duration_since(self.now()))
         }
 
+        #[inline]
         fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant) {
             // `Delay::reset` takes a duration from now, not an instant.
             sleep
@@ -74,10 +83,12 @@ mod async_io_impl {
     impl Timer for AsyncIoTimer {
         type Sleep = AsyncIoSleep;
 
+        #[inline]
         fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
             AsyncIoSleep(async_io::Timer::at(deadline))
         }
 
+        #[inline]
         fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant) {
             sleep.get_mut().0.set_at(deadline);
         }
@@ -90,6 +101,7 @@ mod async_io_impl {
     impl Future for AsyncIoSleep {
         type Output = ();
 
+        #[inline]
         fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
             Pin::new(&mut self.0).poll(cx).map(drop)
         }
@@ -106,20 +118,27 @@ mod tokio_impl {
     /// Timers from `tokio::time`. Needs a tokio runtime with the time driver
     /// enabled; paused time (`start_paused`) works, since `now` reads tokio's
     /// clock.
+    ///
+    /// tokio's `Sleep` is not `Unpin`, so it is boxed (one allocation per
+    /// stream, made when the first deadline is armed): the wrappers stay
+    /// `Unpin` under tokio as under every other runtime.
     #[derive(Clone, Copy, Debug, Default)]
     pub struct TokioTimer;
 
     impl Timer for TokioTimer {
-        type Sleep = tokio::time::Sleep;
+        type Sleep = Pin<Box<tokio::time::Sleep>>;
 
+        #[inline]
         fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
-            tokio::time::sleep_until(deadline.into())
+            Box::pin(tokio::time::sleep_until(deadline.into()))
         }
 
+        #[inline]
         fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant) {
-            sleep.reset(deadline.into());
+            sleep.get_mut().as_mut().reset(deadline.into());
         }
 
+        #[inline]
         fn now(&self) -> Instant {
             tokio::time::Instant::now().into_std()
         }

@@ -109,6 +109,7 @@ pin_project! {
         inner: W,
         machine: Keepalive,
         tracker: FrameTracker,
+        #[pin]
         slot: SleepSlot<T>,
         // Bytes of KEEPALIVE_FRAME already written while one is in flight;
         // KEEPALIVE_LEN when none is.
@@ -261,6 +262,9 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
     /// [`Driver`](crate::Driver).
     pub fn poll_keepalive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut this = self.project();
+        // The instant the timer fired, reused for the send decision and to
+        // re-arm: one clock read per keepalive.
+        let mut fired_at = None;
         loop {
             check(this.failed, *this.closed)?;
             if *this.keepalive_written < KEEPALIVE_LEN {
@@ -282,15 +286,19 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
             }
             if *this.maybe_due {
                 *this.maybe_due = false;
-                if this.machine.poll_keepalive(this.slot.now()) {
+                let now = fired_at.take().unwrap_or_else(|| this.slot.now());
+                let sent = this.machine.poll_keepalive(now);
+                this.slot.as_mut().arm(now, this.machine.poll_timeout());
+                if sent {
                     *this.keepalive_written = 0;
                     continue;
                 }
             }
-            match this.slot.poll(cx, this.machine.poll_timeout()) {
+            match this.slot.as_mut().poll(cx, this.machine.poll_timeout()) {
                 Poll::Ready(now) => {
                     this.machine.handle_timeout(now);
                     *this.maybe_due = true;
+                    fired_at = Some(now);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -302,6 +310,7 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
     pub fn keepalive(&mut self) -> KeepaliveDue<'_, W, T>
     where
         W: Unpin,
+        T::Sleep: Unpin,
     {
         KeepaliveDue { writer: self }
     }
@@ -314,7 +323,10 @@ pub struct KeepaliveDue<'a, W, T: Timer> {
     writer: &'a mut KeepaliveWriter<W, T>,
 }
 
-impl<W: AsyncWrite + Unpin, T: Timer> std::future::Future for KeepaliveDue<'_, W, T> {
+impl<W: AsyncWrite + Unpin, T: Timer> std::future::Future for KeepaliveDue<'_, W, T>
+where
+    T::Sleep: Unpin,
+{
     type Output = io::Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -430,7 +442,7 @@ impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
         if !*this.closed {
             // No new keepalive from now on; one in flight is finished first.
             this.machine.close_send();
-            this.slot.release();
+            this.slot.as_mut().release();
             *this.closed = true;
         }
         if *this.keepalive_written < KEEPALIVE_LEN {

@@ -502,6 +502,7 @@ impl Keepalive {
     /// ka.handle_timeout(ms(20_000));
     /// assert!(ka.poll_keepalive(ms(20_000)));
     /// ```
+    #[inline]
     pub fn handle_timeout(&mut self, now: Instant) {
         if let SendTimer::Armed { at } = self.send {
             if at <= now {
@@ -570,6 +571,7 @@ impl Keepalive {
     /// assert_eq!(ka.poll_timeout(), Some(ms(40_500)));
     /// ```
     #[must_use]
+    #[inline]
     pub fn poll_keepalive(&mut self, now: Instant) -> bool {
         if self.send != SendTimer::Due {
             return false;
@@ -608,6 +610,7 @@ impl Keepalive {
     /// assert_eq!(ka.poll_timeout(), Some(Instant::from_millis(20_000)));
     /// ```
     #[must_use]
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let send = match self.send {
             SendTimer::Armed { at } => Some(at),
@@ -633,6 +636,7 @@ impl Keepalive {
     /// assert_eq!(ka.stats(), Stats::default());
     /// ```
     #[must_use]
+    #[inline]
     pub fn stats(&self) -> Stats {
         Stats {
             keepalives_sent: self.keepalives_sent,
@@ -644,6 +648,7 @@ impl Keepalive {
 
     /// `Due` if nothing was sent for the current wait, else `Armed` at the
     /// real deadline (which is then after `now`).
+    #[inline]
     fn idle_check(&self, now: Instant) -> SendTimer {
         let at = self.idle_since.add_micros(self.wait_us());
         if at <= now {
@@ -656,6 +661,7 @@ impl Keepalive {
     /// The current wait: the interval shortened by a random fraction in
     /// `[0, jitter)` of it, drawn from the generator without advancing it (so
     /// the lazy re-checks of one cycle agree). Integer maths only.
+    #[inline]
     fn wait_us(&self) -> u64 {
         let interval = u64::from(self.interval_ms) * 1_000; // < 2^42
         if self.jitter_q == 0 {
@@ -666,6 +672,7 @@ impl Keepalive {
         interval - ((span * r) >> 16)
     }
 
+    #[inline]
     fn peer_timeout_us(&self) -> u64 {
         u64::from(self.peer_timeout_ms) * 1_000
     }

@@ -48,6 +48,7 @@ impl FrameTracker {
     /// [`FrameError::BadFlag`] if the bytes break the framing. The tracker then
     /// never reports a boundary again, so nothing is ever inserted into a
     /// stream it cannot follow; the error is returned again on every call.
+    #[inline]
     pub fn advance(&mut self, mut bytes: &[u8]) -> Result<(), FrameError> {
         if let Some(error) = self.failed {
             return Err(error);
@@ -86,6 +87,7 @@ impl FrameTracker {
 
     /// Whether everything written so far ends exactly at a frame boundary.
     #[must_use]
+    #[inline]
     pub fn is_at_boundary(&self) -> bool {
         self.header_len == 0 && self.remaining == 0 && self.failed.is_none()
     }
@@ -93,6 +95,7 @@ impl FrameTracker {
     /// How many frame headers have been seen (the last frame may still be
     /// incomplete).
     #[must_use]
+    #[inline]
     pub fn frames(&self) -> u64 {
         self.frames
     }

@@ -52,8 +52,8 @@ impl Armed {
         if self.0.is_none_or(|armed| at < armed) {
             let deadline = clock.to_std(at);
             match sleep.as_mut().as_pin_mut() {
-                Some(existing) => TokioTimer.reset(existing, deadline),
-                None => sleep.set(Some(TokioTimer.sleep_until(deadline))),
+                Some(existing) => existing.reset(deadline.into()),
+                None => sleep.set(Some(tokio::time::sleep_until(deadline.into()))),
             }
             self.0 = Some(at);
         }
