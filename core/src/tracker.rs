@@ -61,16 +61,26 @@ impl FrameTracker {
                 bytes = &bytes[skipped..];
                 continue;
             }
-            let at = usize::from(self.header_len);
-            let taken = (FRAME_HEADER_LEN - at).min(bytes.len());
-            self.header[at..at + taken].copy_from_slice(&bytes[..taken]);
-            bytes = &bytes[taken..];
-            self.header_len += taken as u8;
-            if usize::from(self.header_len) < FRAME_HEADER_LEN {
-                break;
-            }
-            self.header_len = 0;
-            match FrameHeader::parse(self.header) {
+            // Fast path: a whole header in `bytes`, none held from before.
+            let header = match bytes.first_chunk::<FRAME_HEADER_LEN>() {
+                Some(&header) if self.header_len == 0 => {
+                    bytes = &bytes[FRAME_HEADER_LEN..];
+                    header
+                }
+                _ => {
+                    let at = usize::from(self.header_len);
+                    let taken = (FRAME_HEADER_LEN - at).min(bytes.len());
+                    self.header[at..at + taken].copy_from_slice(&bytes[..taken]);
+                    bytes = &bytes[taken..];
+                    self.header_len += taken as u8;
+                    if usize::from(self.header_len) < FRAME_HEADER_LEN {
+                        break;
+                    }
+                    self.header_len = 0;
+                    self.header
+                }
+            };
+            match FrameHeader::parse(header) {
                 Ok(header) => {
                     self.remaining = header.len;
                     self.frames += 1;
