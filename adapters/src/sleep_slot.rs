@@ -43,7 +43,7 @@ pin_project! {
     /// [`release`](Self::release) or with the stream. The wrappers are
     /// therefore `Unpin` exactly when the timer's sleep is: every timer of
     /// this crate has an `Unpin` sleep (tokio's, which is not, is boxed by
-    /// [`TokioTimer`](crate::timer::TokioTimer)).
+    /// `TokioTimer`).
     ///
     /// Clock reads: one per wake-up of the sleep (the instant is handed out
     /// with `Ready` and reused by the caller), none to re-arm after it

@@ -15,7 +15,7 @@ use std::time::Instant;
 ///
 /// Each wrapper stores its sleep inline, so a wrapper is `Unpin` exactly when
 /// its timer's `Sleep` is. The sleeps of async-io and futures-timer are
-/// `Unpin`; [`TokioTimer`] boxes tokio's (`Pin<Box<tokio::time::Sleep>>`)
+/// `Unpin`; `TokioTimer` boxes tokio's (`Pin<Box<tokio::time::Sleep>>`)
 /// to keep its wrappers `Unpin` too. Do the same with a sleep that is not
 /// `Unpin` unless you pin the wrappers yourself.
 pub trait Timer: Clone + Send + Sync + 'static {
