@@ -233,7 +233,8 @@ impl Config {
     /// # Ok::<(), ConfigError>(())
     /// ```
     pub fn with_peer_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
-        let ms = timeout.as_millis() + u128::from(timeout.subsec_nanos() % 1_000_000 != 0);
+        let ms =
+            timeout.as_millis() + u128::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
         let peer_timeout_ms = match u32::try_from(ms) {
             Ok(0) => return Err(ConfigError::ZeroPeerTimeout),
             Ok(ms) => ms,
