@@ -10,9 +10,9 @@ use std::task::{ready, Context, Poll};
 use futures_channel::mpsc;
 use futures_core::Stream;
 use futures_io::AsyncWrite;
-use futures_sink::Sink;
 use pin_project_lite::pin_project;
 
+use crate::sender::{self, Command, Sender};
 use crate::timer::Timer;
 use crate::writer::{KeepaliveWriter, WriterStats};
 
@@ -20,126 +20,15 @@ use crate::writer::{KeepaliveWriter, WriterStats};
 /// busy sender cannot starve the other tasks of its executor.
 const FRAMES_PER_POLL: usize = 64;
 
-enum Command<B> {
-    Frame(B),
-    PeerSupport(bool),
-}
-
-/// The application's handle to a [`Driver`]: sends whole gRPC frames to it
-/// through a bounded channel.
+/// The application's handle to a [`Driver`]: sends items of whole gRPC
+/// frames to it through a bounded channel.
 ///
 /// Each item is written as is, in order, with keepalives only between items'
 /// frames. An item should hold whole frames (a header and its payload; several
 /// are fine); the driver follows the framing, so a frame split across items
 /// is still never cut by a keepalive, but it holds the keepalives back until
-/// the rest arrives. Clone it to send from several places: items never
-/// interleave below item granularity.
-///
-/// Dropping every sender ends the stream: the driver writes what was sent,
-/// closes the transport and resolves.
-pub struct FrameSender<B = Vec<u8>> {
-    tx: mpsc::Sender<Command<B>>,
-}
-
-impl<B> Clone for FrameSender<B> {
-    fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
-impl<B> fmt::Debug for FrameSender<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrameSender")
-            .field("closed", &self.tx.is_closed())
-            .finish()
-    }
-}
-
-/// The [`Driver`] has stopped (its transport failed, it finished, or it was
-/// dropped), so nothing more can be sent.
-///
-/// ```
-/// use inlinekeepalive::DriverStopped;
-/// assert_eq!(DriverStopped.to_string(), "the keepalive driver has stopped");
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct DriverStopped;
-
-impl fmt::Display for DriverStopped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the keepalive driver has stopped")
-    }
-}
-
-impl std::error::Error for DriverStopped {}
-
-impl From<DriverStopped> for io::Error {
-    fn from(e: DriverStopped) -> Self {
-        io::Error::new(io::ErrorKind::BrokenPipe, e)
-    }
-}
-
-impl<B> FrameSender<B> {
-    /// Sends one item of whole frames, waiting while the channel is full.
-    ///
-    /// # Errors
-    /// [`DriverStopped`] if the driver has stopped.
-    pub async fn send(&mut self, frames: B) -> Result<(), DriverStopped> {
-        self.send_command(Command::Frame(frames)).await
-    }
-
-    /// Tells the driver whether the peer removes keepalives, for a client
-    /// that learns it from the response headers once the stream runs (see
-    /// [`KeepaliveWriter::set_peer_support`]). Ordered with the frames.
-    ///
-    /// # Errors
-    /// [`DriverStopped`] if the driver has stopped.
-    pub async fn set_peer_support(&mut self, supported: bool) -> Result<(), DriverStopped> {
-        self.send_command(Command::PeerSupport(supported)).await
-    }
-
-    async fn send_command(&mut self, command: Command<B>) -> Result<(), DriverStopped> {
-        std::future::poll_fn(|cx| self.tx.poll_ready(cx))
-            .await
-            .map_err(|_| DriverStopped)?;
-        self.tx.start_send(command).map_err(|_| DriverStopped)
-    }
-
-    /// Whether the driver has stopped.
-    #[must_use]
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-}
-
-/// Also a [`Sink`], for `SinkExt::send_all` and friends.
-impl<B> Sink<B> for FrameSender<B> {
-    type Error = DriverStopped;
-
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.tx.poll_ready(cx).map_err(|_| DriverStopped)
-    }
-
-    fn start_send(mut self: Pin<&mut Self>, item: B) -> Result<(), Self::Error> {
-        self.tx
-            .start_send(Command::Frame(item))
-            .map_err(|_| DriverStopped)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Self::Error>> {
-        self.tx.close_channel();
-        Poll::Ready(Ok(()))
-    }
-}
+/// the rest arrives. See [`Sender`] for its methods.
+pub type FrameSender<B = Vec<u8>> = Sender<B>;
 
 pin_project! {
     /// Owns a [`KeepaliveWriter`] and its transport: writes the frames that
@@ -225,7 +114,7 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
     /// The item type `B` is anything that derefs to bytes (`Vec<u8>`,
     /// `bytes::Bytes`, `&'static [u8]`, ...). See [`Driver`] for an example.
     pub fn into_driver<B: AsRef<[u8]>>(self, capacity: usize) -> (FrameSender<B>, Driver<W, T, B>) {
-        let (tx, rx) = mpsc::channel(capacity);
+        let (sender, rx) = sender::channel(capacity);
         let driver = Driver {
             writer: self,
             rx,
@@ -233,7 +122,7 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
             unflushed: false,
             senders_gone: false,
         };
-        (FrameSender { tx }, driver)
+        (sender, driver)
     }
 }
 
@@ -264,7 +153,7 @@ impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Future for Driver<W, T, B> {
                     return Poll::Pending;
                 }
                 match Pin::new(&mut *this.rx).poll_next(cx) {
-                    Poll::Ready(Some(Command::Frame(item))) => {
+                    Poll::Ready(Some(Command::Item(item))) => {
                         budget -= 1;
                         *this.current = Some((item, 0));
                         continue;

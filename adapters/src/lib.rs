@@ -24,10 +24,12 @@ pub mod tonic;
 
 mod driver;
 mod reader;
+mod sender;
 mod sleep_slot;
 mod writer;
-pub use driver::{Driver, DriverStopped, FrameSender};
+pub use driver::{Driver, FrameSender};
 pub use reader::{KeepaliveReader, PeerTimedOut};
+pub use sender::{DriverStopped, Sender};
 pub use writer::{KeepaliveDue, KeepaliveWriter, WriterStats};
 
 mod error;

@@ -11,7 +11,9 @@ use futures_sink::Sink;
 use inlinekeepalive_core::{wire, Config, Keepalive};
 use pin_project_lite::pin_project;
 
-use crate::driver::DriverStopped;
+#[cfg(doc)]
+use crate::sender::DriverStopped;
+use crate::sender::{self, Command, Sender};
 use crate::sleep_slot::SleepSlot;
 use crate::timer::Timer;
 
@@ -323,7 +325,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
     /// channel (at least one per sender can always be queued). See the
     /// type's docs for an example.
     pub fn into_driver(self, capacity: usize) -> (MessageSender<M>, SinkDriver<Si, M, T>) {
-        let (tx, rx) = mpsc::channel(capacity);
+        let (sender, rx) = sender::channel(capacity);
         let driver = SinkDriver {
             sink: self,
             rx,
@@ -331,7 +333,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
             unflushed: false,
             senders_gone: false,
         };
-        (MessageSender { tx }, driver)
+        (sender, driver)
     }
 }
 
@@ -490,95 +492,10 @@ impl<Si, M, T: Timer> fmt::Debug for KeepaliveSent<'_, Si, M, T> {
     }
 }
 
-enum Command<M> {
-    Message(M),
-    PeerSupport(bool),
-}
-
 /// The application's handle to a [`SinkDriver`]: sends messages to it
 /// through a bounded channel, in order. The message-level twin of
-/// [`FrameSender`](crate::FrameSender).
-///
-/// Clone it to send from several places. Dropping every sender ends the
-/// stream: the driver sends what was queued, closes the sink and resolves.
-pub struct MessageSender<M> {
-    tx: mpsc::Sender<Command<M>>,
-}
-
-impl<M> Clone for MessageSender<M> {
-    fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
-impl<M> fmt::Debug for MessageSender<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MessageSender")
-            .field("closed", &self.tx.is_closed())
-            .finish()
-    }
-}
-
-impl<M> MessageSender<M> {
-    /// Sends one message, waiting while the channel is full.
-    ///
-    /// # Errors
-    /// [`DriverStopped`] if the driver has stopped.
-    pub async fn send(&mut self, message: M) -> Result<(), DriverStopped> {
-        self.send_command(Command::Message(message)).await
-    }
-
-    /// Tells the driver whether the peer removes keepalives (see
-    /// [`KeepaliveSink::set_peer_support`]). Ordered with the messages.
-    ///
-    /// # Errors
-    /// [`DriverStopped`] if the driver has stopped.
-    pub async fn set_peer_support(&mut self, supported: bool) -> Result<(), DriverStopped> {
-        self.send_command(Command::PeerSupport(supported)).await
-    }
-
-    async fn send_command(&mut self, command: Command<M>) -> Result<(), DriverStopped> {
-        std::future::poll_fn(|cx| self.tx.poll_ready(cx))
-            .await
-            .map_err(|_| DriverStopped)?;
-        self.tx.start_send(command).map_err(|_| DriverStopped)
-    }
-
-    /// Whether the driver has stopped.
-    #[must_use]
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-}
-
-/// Also a [`Sink`], for `SinkExt::send_all` and friends.
-impl<M> Sink<M> for MessageSender<M> {
-    type Error = DriverStopped;
-
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.tx.poll_ready(cx).map_err(|_| DriverStopped)
-    }
-
-    fn start_send(mut self: Pin<&mut Self>, item: M) -> Result<(), Self::Error> {
-        self.tx
-            .start_send(Command::Message(item))
-            .map_err(|_| DriverStopped)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Self::Error>> {
-        self.tx.close_channel();
-        Poll::Ready(Ok(()))
-    }
-}
+/// [`FrameSender`](crate::FrameSender); see [`Sender`] for its methods.
+pub type MessageSender<M> = Sender<M>;
 
 pin_project! {
     /// Owns a [`KeepaliveSink`]: sends the messages that arrive from its
@@ -640,7 +557,7 @@ where
                     return Poll::Pending;
                 }
                 match Pin::new(&mut *this.rx).poll_next(cx) {
-                    Poll::Ready(Some(Command::Message(message))) => {
+                    Poll::Ready(Some(Command::Item(message))) => {
                         budget -= 1;
                         *this.buffered = Some(message);
                         continue;

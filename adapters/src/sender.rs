@@ -1,0 +1,139 @@
+//! The application's end of a driver: a bounded channel of items, shared by
+//! [`Driver`](crate::Driver) (whole gRPC frames) and
+//! [`SinkDriver`](crate::SinkDriver) (messages).
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_channel::mpsc;
+use futures_sink::Sink;
+
+/// What travels from the senders to a driver, in order.
+pub(crate) enum Command<T> {
+    Item(T),
+    PeerSupport(bool),
+}
+
+/// A bounded channel to a driver; `capacity` as in `futures_channel::mpsc`
+/// (at least one item per sender can always be queued).
+pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, mpsc::Receiver<Command<T>>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (Sender { tx }, rx)
+}
+
+/// The application's handle to a driver: sends items to it through a bounded
+/// channel, in order, waiting while the channel is full (back-pressure from
+/// a slow transport).
+///
+/// Used as [`FrameSender`](crate::FrameSender) (items of whole gRPC frames,
+/// to a [`Driver`](crate::Driver)) and [`MessageSender`](crate::MessageSender)
+/// (messages, to a [`SinkDriver`](crate::SinkDriver)). Clone it to send from
+/// several places; items never interleave below item granularity. Dropping
+/// every sender ends the stream: the driver sends what was queued, closes
+/// the transport and resolves.
+pub struct Sender<T> {
+    tx: mpsc::Sender<Command<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends one item, waiting while the channel is full.
+    ///
+    /// # Errors
+    /// [`DriverStopped`] if the driver has stopped.
+    pub async fn send(&mut self, item: T) -> Result<(), DriverStopped> {
+        self.send_command(Command::Item(item)).await
+    }
+
+    /// Tells the driver whether the peer removes keepalives, for a client
+    /// that learns it once the stream runs (from the response headers, or a
+    /// probe). Ordered with the items. Until it is `true` nothing is sent;
+    /// `false` is final (Waypoint's rule).
+    ///
+    /// # Errors
+    /// [`DriverStopped`] if the driver has stopped.
+    pub async fn set_peer_support(&mut self, supported: bool) -> Result<(), DriverStopped> {
+        self.send_command(Command::PeerSupport(supported)).await
+    }
+
+    async fn send_command(&mut self, command: Command<T>) -> Result<(), DriverStopped> {
+        std::future::poll_fn(|cx| self.tx.poll_ready(cx))
+            .await
+            .map_err(|_| DriverStopped)?;
+        self.tx.start_send(command).map_err(|_| DriverStopped)
+    }
+
+    /// Whether the driver has stopped.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("closed", &self.tx.is_closed())
+            .finish()
+    }
+}
+
+/// Also a [`Sink`], for `SinkExt::send_all` and friends.
+impl<T> Sink<T> for Sender<T> {
+    type Error = DriverStopped;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tx.poll_ready(cx).map_err(|_| DriverStopped)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<(), Self::Error> {
+        self.tx
+            .start_send(Command::Item(item))
+            .map_err(|_| DriverStopped)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
+        self.tx.close_channel();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The driver has stopped (its transport failed, it finished, or it was
+/// dropped), so nothing more can be sent.
+///
+/// ```
+/// use inlinekeepalive::DriverStopped;
+/// assert_eq!(DriverStopped.to_string(), "the keepalive driver has stopped");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DriverStopped;
+
+impl fmt::Display for DriverStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the keepalive driver has stopped")
+    }
+}
+
+impl std::error::Error for DriverStopped {}
+
+impl From<DriverStopped> for io::Error {
+    fn from(e: DriverStopped) -> Self {
+        io::Error::new(io::ErrorKind::BrokenPipe, e)
+    }
+}
