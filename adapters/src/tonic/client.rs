@@ -14,7 +14,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::{announces_support, encoding, is_grpc, PeerSends, Support};
+use super::body::{PeerSends, Support};
+use super::common::{filter_inbound, inner_accessors, poll_inner, Inbound};
 use super::{metadata_key, FilteredBody, KeepaliveBody, KeepaliveStats, Seeds};
 use crate::core::Config;
 
@@ -208,22 +209,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for ClientKeepalive<S> {
     }
 }
 
-impl<S> ClientKeepalive<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+inner_accessors!(ClientKeepalive);
 
 impl<S, B, ResBody> Service<Request<B>> for ClientKeepalive<S>
 where
@@ -302,15 +288,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.state.is_none() {
-            // Polled after completion, which the `Future` contract leaves
-            // unspecified: stay pending rather than poll the inner again.
-            return Poll::Pending;
-        }
-        let result = std::task::ready!(this.future.poll(cx));
-        let Some((config, stats)) = this.state.take() else {
-            return Poll::Pending;
-        };
+        let (result, (config, stats)) = std::task::ready!(poll_inner(this.future, this.state, cx));
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -320,21 +298,9 @@ where
             }
         };
         let (mut parts, body) = response.into_parts();
-        let grpc = is_grpc(&parts.headers);
-        let server_sends = grpc && announces_support(&parts.headers);
-        stats.set_peer_support(server_sends);
-        let body = FilteredBody::new(
-            body,
-            grpc,
-            encoding(&parts.headers),
-            &config,
-            if server_sends {
-                PeerSends::Yes
-            } else {
-                PeerSends::Maybe
-            },
-            stats.clone(),
-        );
+        // A server that announces support sends keepalives from the start.
+        let Inbound { body, .. } =
+            filter_inbound(&parts.headers, body, &config, &stats, PeerSends::Yes);
         parts.extensions.insert(stats);
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }

@@ -62,6 +62,7 @@
 
 mod body;
 mod client;
+mod common;
 mod server;
 mod stats;
 

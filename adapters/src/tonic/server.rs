@@ -9,7 +9,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::{announces_support, encoding, is_grpc, PeerSends, Support};
+use super::body::{is_grpc, PeerSends, Support};
+use super::common::{filter_inbound, inner_accessors, poll_inner, Inbound};
 use super::{metadata_key, FilteredBody, KeepaliveBody, KeepaliveStats, Seeds};
 use crate::core::Config;
 
@@ -85,22 +86,7 @@ pub struct ServerKeepalive<S> {
     layer: ServerKeepaliveLayer,
 }
 
-impl<S> ServerKeepalive<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+inner_accessors!(ServerKeepalive);
 
 impl<S, B, ResBody> Service<Request<B>> for ServerKeepalive<S>
 where
@@ -116,17 +102,19 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        let grpc = is_grpc(&parts.headers);
         let stats = KeepaliveStats::new();
-        let client_removes = grpc && announces_support(&parts.headers);
-        stats.set_peer_support(client_removes);
-        let body = FilteredBody::new(
+        // The client announcing support says it removes keepalives, not
+        // that it sends them.
+        let Inbound {
             body,
             grpc,
-            encoding(&parts.headers),
+            announced: client_removes,
+        } = filter_inbound(
+            &parts.headers,
+            body,
             &self.layer.config,
+            &stats,
             PeerSends::Maybe,
-            stats.clone(),
         );
         if grpc {
             parts.extensions.insert(stats.clone());
@@ -176,15 +164,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.response.is_none() {
-            // Polled after completion, which the `Future` contract leaves
-            // unspecified: stay pending rather than poll the inner again.
-            return Poll::Pending;
-        }
-        let response = std::task::ready!(this.future.poll(cx));
-        let Some(state) = this.response.take() else {
-            return Poll::Pending;
-        };
+        let (response, state) = std::task::ready!(poll_inner(this.future, this.response, cx));
         let response = response?;
         let (mut parts, body) = response.into_parts();
         let support = if state.grpc && is_grpc(&parts.headers) {
