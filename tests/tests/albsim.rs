@@ -12,8 +12,8 @@ use inlinekeepalive_tests::albsim::{
     parse_duration, AlbSim, AlbSimConfig, AlbSimStats, ParseDurationError,
 };
 use inlinekeepalive_tests::h2grpc::{
-    call, grpc_frame, keepalives, schedule_bytes, CallSpec, GrpcServer, Scheduled, ServerBehavior,
-    StreamEnd, KEEPALIVE_FRAME,
+    call, grpc_frame, keepalives, schedule_bytes, CallOutcome, CallSpec, GrpcServer, Scheduled,
+    ServerBehavior, StreamEnd, KEEPALIVE_FRAME,
 };
 
 const IDLE: Duration = Duration::from_millis(300);
@@ -36,6 +36,35 @@ async fn start(behavior: ServerBehavior) -> (GrpcServer, AlbSim) {
         .await
         .expect("start albsim");
     (server, sim)
+}
+
+/// `first` at once, then `then` after an idle gap.
+fn idle_gap(first: &[u8], then: &[u8]) -> Vec<Scheduled> {
+    vec![
+        Scheduled::message(Duration::ZERO, first),
+        Scheduled::message(LONG_GAP, then),
+    ]
+}
+
+/// `first` at once, `KEEPALIVE_COUNT` keepalives a quarter apart, then `last`.
+fn kept_alive(first: &[u8], last: &[u8]) -> Vec<Scheduled> {
+    let mut schedule = vec![Scheduled::message(Duration::ZERO, first)];
+    schedule.extend(keepalives(QUARTER, KEEPALIVE_COUNT));
+    schedule.push(Scheduled::message(QUARTER, last));
+    schedule
+}
+
+/// An upstream that answers `summary` once the request has ended.
+async fn start_summary() -> (GrpcServer, AlbSim) {
+    start(ServerBehavior::after_request(vec![Scheduled::message(
+        Duration::ZERO,
+        b"summary",
+    )]))
+    .await
+}
+
+fn assert_reset(outcome: &CallOutcome, reason: Reason) {
+    assert_eq!(outcome.reset_reason(), Some(reason), "{outcome:?}");
 }
 
 /// Waits until `check` holds for albsim's counters (they are updated by
@@ -97,20 +126,12 @@ async fn regular_data_passes_through_with_trailers() {
 
 #[tokio::test]
 async fn idle_server_stream_is_reset() {
-    let (mut server, sim) = start(ServerBehavior::respond(vec![
-        Scheduled::message(Duration::ZERO, b"first"),
-        Scheduled::message(LONG_GAP, b"too late"),
-    ]))
-    .await;
+    let (mut server, sim) = start(ServerBehavior::respond(idle_gap(b"first", b"too late"))).await;
 
     let outcome = call(sim.local_addr(), CallSpec::unary(b"req"))
         .await
         .expect("call");
-    assert_eq!(
-        outcome.reset_reason(),
-        Some(Reason::INTERNAL_ERROR),
-        "{outcome:?}"
-    );
+    assert_reset(&outcome, Reason::INTERNAL_ERROR);
     assert_eq!(outcome.received.data, grpc_frame(b"first"));
     assert_eq!(outcome.received.trailers, None);
 
@@ -130,11 +151,7 @@ async fn idle_server_stream_is_reset() {
 
 #[tokio::test]
 async fn pings_do_not_keep_a_stream_alive() {
-    let (_server, sim) = start(ServerBehavior::respond(vec![
-        Scheduled::message(Duration::ZERO, b"first"),
-        Scheduled::message(LONG_GAP, b"too late"),
-    ]))
-    .await;
+    let (_server, sim) = start(ServerBehavior::respond(idle_gap(b"first", b"too late"))).await;
 
     let spec = CallSpec {
         ping_interval: Some(QUARTER),
@@ -142,20 +159,14 @@ async fn pings_do_not_keep_a_stream_alive() {
     };
     let outcome = call(sim.local_addr(), spec).await.expect("call");
     assert!(outcome.pongs >= 1, "albsim answers PINGs: {outcome:?}");
-    assert_eq!(
-        outcome.reset_reason(),
-        Some(Reason::INTERNAL_ERROR),
-        "{outcome:?}"
-    );
+    assert_reset(&outcome, Reason::INTERNAL_ERROR);
     stats_eventually(&sim, |s| s.server_to_client.idle_resets == 1).await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn server_keepalives_keep_a_server_stream_alive() {
-    let mut schedule = vec![Scheduled::message(Duration::ZERO, b"first")];
-    schedule.extend(keepalives(QUARTER, KEEPALIVE_COUNT));
-    schedule.push(Scheduled::message(QUARTER, b"last"));
+    let schedule = kept_alive(b"first", b"last");
     let expected = schedule_bytes(&schedule);
     let (_server, sim) = start(ServerBehavior::respond(schedule)).await;
 
@@ -183,22 +194,11 @@ async fn server_keepalives_keep_a_server_stream_alive() {
 
 #[tokio::test]
 async fn idle_client_stream_is_reset() {
-    let (mut server, sim) = start(ServerBehavior::after_request(vec![Scheduled::message(
-        Duration::ZERO,
-        b"summary",
-    )]))
-    .await;
+    let (mut server, sim) = start_summary().await;
 
-    let spec = CallSpec::streaming(vec![
-        Scheduled::message(Duration::ZERO, b"a"),
-        Scheduled::message(LONG_GAP, b"b"),
-    ]);
+    let spec = CallSpec::streaming(idle_gap(b"a", b"b"));
     let outcome = call(sim.local_addr(), spec).await.expect("call");
-    assert_eq!(
-        outcome.reset_reason(),
-        Some(Reason::PROTOCOL_ERROR),
-        "{outcome:?}"
-    );
+    assert_reset(&outcome, Reason::PROTOCOL_ERROR);
     assert_eq!(outcome.status, None);
 
     let stats = stats_eventually(&sim, |s| s.client_to_server.idle_resets == 1).await;
@@ -217,15 +217,9 @@ async fn idle_client_stream_is_reset() {
 
 #[tokio::test]
 async fn client_keepalives_keep_a_client_stream_alive() {
-    let (mut server, sim) = start(ServerBehavior::after_request(vec![Scheduled::message(
-        Duration::ZERO,
-        b"summary",
-    )]))
-    .await;
+    let (mut server, sim) = start_summary().await;
 
-    let mut request = vec![Scheduled::message(Duration::ZERO, b"a")];
-    request.extend(keepalives(QUARTER, KEEPALIVE_COUNT));
-    request.push(Scheduled::message(QUARTER, b"b"));
+    let request = kept_alive(b"a", b"b");
     let expected = schedule_bytes(&request);
     // PINGs as well, to show they neither help nor hurt.
     let spec = CallSpec {
@@ -257,17 +251,10 @@ async fn pings_do_not_keep_a_client_stream_alive() {
     let (_server, sim) = start(ServerBehavior::after_request(Vec::new())).await;
     let spec = CallSpec {
         ping_interval: Some(QUARTER),
-        ..CallSpec::streaming(vec![
-            Scheduled::message(Duration::ZERO, b"a"),
-            Scheduled::message(LONG_GAP, b"b"),
-        ])
+        ..CallSpec::streaming(idle_gap(b"a", b"b"))
     };
     let outcome = call(sim.local_addr(), spec).await.expect("call");
-    assert_eq!(
-        outcome.reset_reason(),
-        Some(Reason::PROTOCOL_ERROR),
-        "{outcome:?}"
-    );
+    assert_reset(&outcome, Reason::PROTOCOL_ERROR);
     stats_eventually(&sim, |s| s.client_to_server.idle_resets == 1).await;
     sim.shutdown().await;
 }
@@ -288,7 +275,7 @@ async fn reset_reasons_are_configurable() {
         .expect("call");
     // Headers arrived, DATA never did: waiting for the first message counts.
     assert_eq!(outcome.status, Some(http::StatusCode::OK));
-    assert_eq!(outcome.reset_reason(), Some(Reason::CANCEL), "{outcome:?}");
+    assert_reset(&outcome, Reason::CANCEL);
     sim.shutdown().await;
 }
 
