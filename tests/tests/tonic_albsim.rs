@@ -18,6 +18,7 @@ use tower::ServiceBuilder;
 const IDLE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Ten idle timeouts.
 const LONG_IDLE: Duration = Duration::from_millis(3000);
+const PINGS_DONT_COUNT: &str = "PINGs do not count as stream activity";
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -114,32 +115,36 @@ async fn client_stream(
     (result.0, albsim, result.1)
 }
 
+/// The idle stream failed, and albsim reset it once for silence in `direction`.
+fn assert_reset_once<T: std::fmt::Debug>(
+    result: &Result<T, tonic::Status>,
+    albsim: &AlbSim,
+    direction: Direction,
+    why: &str,
+) {
+    assert!(result.is_err(), "{why}: {result:?}");
+    assert_eq!(albsim.stats().direction(direction).idle_resets, 1);
+}
+
 #[tokio::test]
 async fn server_stream_without_keepalives_is_reset() {
     let (result, albsim, _) = server_stream(Mode::Nothing).await;
-    assert!(result.is_err(), "reset by albsim: {result:?}");
-    assert_eq!(
-        albsim
-            .stats()
-            .direction(Direction::ServerToClient)
-            .idle_resets,
-        1
+    assert_reset_once(
+        &result,
+        &albsim,
+        Direction::ServerToClient,
+        "reset by albsim",
     );
 }
 
 #[tokio::test]
 async fn server_stream_with_http2_pings_only_is_reset() {
     let (result, albsim, _) = server_stream(Mode::PingsOnly).await;
-    assert!(
-        result.is_err(),
-        "PINGs do not count as stream activity: {result:?}"
-    );
-    assert_eq!(
-        albsim
-            .stats()
-            .direction(Direction::ServerToClient)
-            .idle_resets,
-        1
+    assert_reset_once(
+        &result,
+        &albsim,
+        Direction::ServerToClient,
+        PINGS_DONT_COUNT,
     );
 }
 
@@ -155,29 +160,22 @@ async fn server_stream_with_inline_keepalives_survives_ten_idle_timeouts() {
 #[tokio::test]
 async fn client_stream_without_keepalives_is_reset() {
     let (result, albsim, _) = client_stream(Mode::Nothing).await;
-    assert!(result.is_err(), "reset by albsim: {result:?}");
-    assert_eq!(
-        albsim
-            .stats()
-            .direction(Direction::ClientToServer)
-            .idle_resets,
-        1
+    assert_reset_once(
+        &result,
+        &albsim,
+        Direction::ClientToServer,
+        "reset by albsim",
     );
 }
 
 #[tokio::test]
 async fn client_stream_with_http2_pings_only_is_reset() {
     let (result, albsim, _) = client_stream(Mode::PingsOnly).await;
-    assert!(
-        result.is_err(),
-        "PINGs do not count as stream activity: {result:?}"
-    );
-    assert_eq!(
-        albsim
-            .stats()
-            .direction(Direction::ClientToServer)
-            .idle_resets,
-        1
+    assert_reset_once(
+        &result,
+        &albsim,
+        Direction::ClientToServer,
+        PINGS_DONT_COUNT,
     );
 }
 
