@@ -6,12 +6,12 @@ mod tonic_support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, KeepaliveStats, ServerKeepaliveLayer};
+use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, ServerKeepaliveLayer};
 use tonic::Code;
 use tonic_support::pb::echo_client::EchoClient;
 use tonic_support::pb::Plan;
 use tonic_support::*;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceExt};
 
 fn config() -> Config {
     Config::new(MS(40)).unwrap()
@@ -117,9 +117,7 @@ async fn a_truncated_frame_gives_the_handler_a_clear_status() {
 async fn a_keepalive_sending_peer_is_not_reported_silent() {
     let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
     let client_config = config().with_peer_timeout(MS(500)).unwrap();
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(client_config))
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(client_config)).await;
     let mut client = EchoClient::new(channel);
     let plan = Plan {
         count: 2,
@@ -128,11 +126,7 @@ async fn a_keepalive_sending_peer_is_not_reported_silent() {
         first_gap_ms: 700,
     };
     let response = client.watch(plan).await.unwrap();
-    let stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let stats = stats_of(&response);
     assert_in_order(&collect(response.into_inner()).await.unwrap(), 2, 10);
     assert!(!stats.peer_timed_out());
     assert!(stats.keepalives_removed() >= 10, "{stats:?}");
@@ -149,9 +143,7 @@ async fn a_silent_peer_ends_the_stream_with_unavailable() {
     )))
     .await;
     let client_config = config().with_peer_timeout(MS(200)).unwrap();
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(client_config))
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(client_config)).await;
     let mut client = EchoClient::new(channel);
     let plan = Plan {
         count: 2,
@@ -161,11 +153,7 @@ async fn a_silent_peer_ends_the_stream_with_unavailable() {
     };
     let started = std::time::Instant::now();
     let response = client.watch(plan).await.unwrap();
-    let stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let stats = stats_of(&response);
     let error = collect(response.into_inner()).await.unwrap_err();
     assert_eq!(error.code(), Code::Unavailable);
     assert!(

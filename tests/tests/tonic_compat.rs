@@ -4,11 +4,10 @@
 
 mod tonic_support;
 
-use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, KeepaliveStats, ServerKeepaliveLayer};
+use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, ServerKeepaliveLayer};
 use tonic_support::pb::echo_client::EchoClient;
 use tonic_support::pb::Plan;
 use tonic_support::*;
-use tower::ServiceBuilder;
 
 fn config() -> Config {
     Config::new(MS(40)).unwrap()
@@ -30,9 +29,7 @@ fn items() -> Vec<tonic_support::pb::Item> {
 #[tokio::test]
 async fn both_layered_keepalives_flow_both_ways() {
     let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(config()))
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(config())).await;
     let mut client = EchoClient::new(channel);
 
     let response = client.watch(plan()).await.unwrap();
@@ -89,39 +86,25 @@ async fn layered_server_sends_nothing_to_a_plain_client() {
 #[tokio::test]
 async fn layered_client_sends_nothing_to_a_plain_server() {
     let mut server = start_server(None).await;
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(config()))
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(config())).await;
     let mut client = EchoClient::new(channel);
 
     // Bidi: the response headers come at once, without the announcement.
     let response = client.chat(paced(items(), MS(200))).await.unwrap();
-    let stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let stats = stats_of(&response);
     assert_in_order(&collect(response.into_inner()).await.unwrap(), 4, 50);
     assert!(server.next_seen().await.error.is_none());
     assert_eq!(stats.peer_supports_keepalives(), Some(false));
     assert_eq!(stats.keepalives_sent(), 0);
     // Client stream: support is never confirmed while it runs.
     let response = client.upload(paced(items(), MS(200))).await.unwrap();
-    let stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let stats = stats_of(&response);
     assert_eq!(response.into_inner().seqs, vec![0, 1, 2, 3]);
     assert_in_order(&server.next_seen().await.items, 4, 50);
     assert_eq!(stats.keepalives_sent(), 0);
     // Server stream: the plain server sends none either.
     let response = client.watch(plan()).await.unwrap();
-    let stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let stats = stats_of(&response);
     assert_in_order(&collect(response.into_inner()).await.unwrap(), 4, 50);
     assert_eq!(stats.keepalives_removed(), 0);
 

@@ -5,11 +5,10 @@
 
 mod tonic_support;
 
-use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, KeepaliveStats, ServerKeepaliveLayer};
+use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, ServerKeepaliveLayer};
 use tonic_support::pb::echo_client::EchoClient;
 use tonic_support::pb::Plan;
 use tonic_support::*;
-use tower::ServiceBuilder;
 
 fn config() -> Config {
     Config::new(MS(40)).unwrap()
@@ -18,9 +17,7 @@ fn config() -> Config {
 #[tokio::test]
 async fn server_stream_gets_server_keepalives_removed_by_the_client() {
     let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(config()))
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(config())).await;
     let mut client = EchoClient::new(channel);
 
     let plan = Plan {
@@ -30,11 +27,7 @@ async fn server_stream_gets_server_keepalives_removed_by_the_client() {
         first_gap_ms: 200,
     };
     let response = client.watch(plan).await.unwrap();
-    let client_stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let client_stats = stats_of(&response);
     let items = collect(response.into_inner()).await.unwrap();
     assert_in_order(&items, 5, 100);
 
@@ -60,18 +53,16 @@ async fn client_stream_gets_client_keepalives_removed_by_the_server() {
     let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
     // tonic sends a client stream's response headers only at its end, so
     // the client must know of the server's support beforehand.
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(config()).assume_server_support())
-        .service(connect(server.addr).await);
+    let channel = connect_layered(
+        server.addr,
+        ClientKeepaliveLayer::new(config()).assume_server_support(),
+    )
+    .await;
     let mut client = EchoClient::new(channel);
 
     let items: Vec<_> = (0..5).map(|seq| item(seq, 300)).collect();
     let response = client.upload(paced(items, MS(200))).await.unwrap();
-    let client_stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let client_stats = stats_of(&response);
     let summary = response.into_inner();
     assert_eq!(summary.seqs, vec![0, 1, 2, 3, 4]);
 
@@ -100,18 +91,12 @@ async fn client_stream_with_a_probe() {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         async { true }
     });
-    let channel = ServiceBuilder::new()
-        .layer(layer.clone())
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, layer.clone()).await;
     let mut client = EchoClient::new(channel);
     for round in 0..2 {
         let items: Vec<_> = (0..3).map(|seq| item(seq, 10)).collect();
         let response = client.upload(paced(items, MS(150))).await.unwrap();
-        let stats = response
-            .extensions()
-            .get::<KeepaliveStats>()
-            .cloned()
-            .unwrap();
+        let stats = stats_of(&response);
         assert!(stats.keepalives_sent() >= 2, "round {round}: {stats:?}");
         let seen = server.next_seen().await;
         assert_in_order(&seen.items, 3, 10);
@@ -134,18 +119,12 @@ async fn bidi_stream_keepalives_flow_both_ways() {
     let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
     // No assumption, no probe: the client learns support from the response
     // headers, which a bidi stream gets at once.
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(config()))
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(config())).await;
     let mut client = EchoClient::new(channel);
 
     let items: Vec<_> = (0..5).map(|seq| item(seq, 2000)).collect();
     let response = client.chat(paced(items, MS(200))).await.unwrap();
-    let client_stats = response
-        .extensions()
-        .get::<KeepaliveStats>()
-        .cloned()
-        .unwrap();
+    let client_stats = stats_of(&response);
     let echoed = collect(response.into_inner()).await.unwrap();
     assert_in_order(&echoed, 5, 2000);
 
@@ -173,9 +152,7 @@ async fn a_busy_stream_sends_no_keepalives() {
         Config::new(MS(100)).unwrap(),
     )))
     .await;
-    let channel = ServiceBuilder::new()
-        .layer(ClientKeepaliveLayer::new(config()))
-        .service(connect(server.addr).await);
+    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(config())).await;
     let mut client = EchoClient::new(channel);
     let plan = Plan {
         count: 20,

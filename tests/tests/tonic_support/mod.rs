@@ -12,7 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
-use inlinekeepalive::tonic::{KeepaliveStats, ServerKeepaliveLayer};
+use inlinekeepalive::tonic::{
+    ClientKeepalive, ClientKeepaliveLayer, KeepaliveStats, ServerKeepaliveLayer,
+};
 use inlinekeepalive::wire;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -408,6 +410,23 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .connect()
         .await
         .unwrap()
+}
+
+/// A channel to `addr` through the client layer `layer`.
+pub async fn connect_layered(
+    addr: SocketAddr,
+    layer: ClientKeepaliveLayer,
+) -> ClientKeepalive<Channel> {
+    layer.layer(connect(addr).await)
+}
+
+/// The [`KeepaliveStats`] the client layer put into a response's extensions.
+pub fn stats_of<T>(response: &tonic::Response<T>) -> KeepaliveStats {
+    response
+        .extensions()
+        .get::<KeepaliveStats>()
+        .cloned()
+        .expect("the client layer inserts KeepaliveStats")
 }
 
 /// `items`, one every `gap`, from a small producer task.
