@@ -1,7 +1,7 @@
 //! Cancellation: opening and dropping 10,000 wrapped streams and sinks (and
 //! their drivers, mid-flight) leaves no timer and no task behind.
 
-mod stream_support;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use futures::task::LocalSpawnExt;
 use futures::StreamExt;
 use inlinekeepalive::core::{Config, Policy};
 use inlinekeepalive::{wire, KeepaliveSink, KeepaliveStream};
-use stream_support::{counting_waker, CountingTimer, TestSink};
+use support::{counting_waker, CountingTimer, TestSink};
 
 const N: usize = 10_000;
 

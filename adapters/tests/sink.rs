@@ -2,7 +2,7 @@
 //! them, only when the inner sink is ready and not reserved by the
 //! application; and the driver.
 
-mod stream_support;
+mod support;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::{executor::block_on, future, Sink, StreamExt};
 use inlinekeepalive::core::{Config, Policy};
 use inlinekeepalive::{wire, KeepaliveSink};
-use stream_support::{counting_waker, MockTimer, TestSink};
+use support::{counting_waker, MockTimer, TestSink};
 
 const KA: &[u8] = &wire::KEEPALIVE_MESSAGE;
 

@@ -1,7 +1,7 @@
 //! `KeepaliveStream`: keepalives dropped, everything else delivered in order,
 //! collisions counted, dead-peer detection reported once per silence.
 
-mod stream_support;
+mod support;
 
 use std::io;
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use futures::channel::mpsc;
 use futures::{executor::block_on, stream, Stream, StreamExt};
 use inlinekeepalive::core::Config;
 use inlinekeepalive::{wire, KeepaliveError, KeepaliveStream, PeerTimedOut};
-use stream_support::{counting_waker, MockTimer};
+use support::{counting_waker, MockTimer};
 
 type Item = Result<Vec<u8>, io::Error>;
 

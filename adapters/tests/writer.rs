@@ -201,9 +201,9 @@ fn dropping_a_writer_mid_frame_releases_its_timer() {
     write_all(&mut writer, &frame(&[1; 50])[20..]);
     assert!(poll_once(&mut writer.keepalive()).is_pending());
     write_all(&mut writer, &frame(&[1; 50])[..3]);
-    assert_eq!(timer.live_sleeps(), 1);
+    assert_eq!(timer.live(), 1);
     drop(writer);
-    assert_eq!(timer.live_sleeps(), 0);
+    assert_eq!(timer.live(), 0);
 }
 
 /// A transport that takes `take` bytes, then is never ready again.
@@ -252,13 +252,13 @@ fn dropping_a_writer_mid_keepalive_releases_its_timer() {
     )
     .peer_supports_keepalives(true);
     assert!(poll_once(&mut writer.keepalive()).is_pending());
-    assert_eq!(timer.live_sleeps(), 1);
+    assert_eq!(timer.live(), 1);
     timer.advance(INTERVAL);
     assert!(poll_once(&mut writer.keepalive()).is_pending());
     assert_eq!(writer.get_ref().got, KEEPALIVE_FRAME[..10]);
     assert!(!writer.is_at_boundary());
     drop(writer);
-    assert_eq!(timer.live_sleeps(), 0);
+    assert_eq!(timer.live(), 0);
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn closing_releases_the_timer_at_once() {
     assert!(writer.holds_timer());
     block_on(writer.close()).unwrap();
     assert!(!writer.holds_timer());
-    assert_eq!(timer.live_sleeps(), 0);
+    assert_eq!(timer.live(), 0);
     let err = block_on(writer.write_all(b"x")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BrokenPipe);
 }
@@ -293,9 +293,9 @@ fn dropping_a_driver_mid_keepalive_releases_its_timer_and_stops_the_senders() {
     timer.advance(INTERVAL);
     assert!(poll_once(&mut driver).is_pending()); // 25 + 15 of 27 bytes taken
     assert_eq!(driver.writer().get_ref().got.len(), 40);
-    assert_eq!(timer.live_sleeps(), 1);
+    assert_eq!(timer.live(), 1);
     drop(driver);
-    assert_eq!(timer.live_sleeps(), 0);
+    assert_eq!(timer.live(), 0);
     assert!(tx.is_closed());
     assert!(block_on(tx.send(frame(b"late"))).is_err());
 }
@@ -326,7 +326,7 @@ fn the_driver_writes_frames_and_idle_keepalives_then_closes() {
     };
     assert_eq!((stats.keepalives_sent, stats.frames_written), (3, 2));
     assert_eq!(pipe.take_all(), m2);
-    assert_eq!(timer.live_sleeps(), 0);
+    assert_eq!(timer.live(), 0);
 }
 
 #[test]
