@@ -4,12 +4,14 @@
 
 mod tonic_support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, ServerKeepaliveLayer};
+use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, KeepaliveStats, ServerKeepaliveLayer};
 use tonic::Code;
 use tonic_support::pb::echo_client::EchoClient;
-use tonic_support::pb::Plan;
+use tonic_support::pb::{Item, Plan};
 use tonic_support::*;
 use tower::{Service, ServiceExt};
 
@@ -113,60 +115,60 @@ async fn a_truncated_frame_gives_the_handler_a_clear_status() {
     );
 }
 
-#[tokio::test]
-async fn a_keepalive_sending_peer_is_not_reported_silent() {
-    let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
-    let client_config = config().with_peer_timeout(MS(500)).unwrap();
+/// Watches two 10-byte messages, the first after `first_gap_ms` and the
+/// second `gap_ms` later, from a server sending keepalives every
+/// `server_interval` through a client with `peer_timeout`. Returns what the
+/// client collected, its stats, and how long the call took.
+async fn watch_with_peer_timeout(
+    server_interval: Duration,
+    peer_timeout: Duration,
+    first_gap_ms: u32,
+    gap_ms: u32,
+) -> (Result<Vec<Item>, tonic::Status>, KeepaliveStats, Duration) {
+    let mut server = start_server(Some(ServerKeepaliveLayer::new(
+        Config::new(server_interval).unwrap(),
+    )))
+    .await;
+    let client_config = config().with_peer_timeout(peer_timeout).unwrap();
     let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(client_config)).await;
     let mut client = EchoClient::new(channel);
     let plan = Plan {
         count: 2,
-        gap_ms: 700,
+        gap_ms,
         size: 10,
-        first_gap_ms: 700,
+        first_gap_ms,
     };
+    let started = std::time::Instant::now();
     let response = client.watch(plan).await.unwrap();
     let stats = stats_of(&response);
-    assert_in_order(&collect(response.into_inner()).await.unwrap(), 2, 10);
-    assert!(!stats.peer_timed_out());
-    assert!(stats.keepalives_removed() >= 10, "{stats:?}");
+    let items = collect(response.into_inner()).await;
+    let elapsed = started.elapsed();
     let _ = server.next_seen().await;
     server.shutdown().await;
+    (items, stats, elapsed)
+}
+
+#[tokio::test]
+async fn a_keepalive_sending_peer_is_not_reported_silent() {
+    let (items, stats, _) = watch_with_peer_timeout(MS(40), MS(500), 700, 700).await;
+    assert_in_order(&items.unwrap(), 2, 10);
+    assert!(!stats.peer_timed_out());
+    assert!(stats.keepalives_removed() >= 10, "{stats:?}");
 }
 
 #[tokio::test]
 async fn a_silent_peer_ends_the_stream_with_unavailable() {
     // The server announces support but its interval (5 s) is far beyond the
     // client's peer timeout (200 ms): to the client it has gone silent.
-    let mut server = start_server(Some(ServerKeepaliveLayer::new(
-        Config::new(MS(5000)).unwrap(),
-    )))
-    .await;
-    let client_config = config().with_peer_timeout(MS(200)).unwrap();
-    let channel = connect_layered(server.addr, ClientKeepaliveLayer::new(client_config)).await;
-    let mut client = EchoClient::new(channel);
-    let plan = Plan {
-        count: 2,
-        gap_ms: 50,
-        size: 10,
-        first_gap_ms: 1500,
-    };
-    let started = std::time::Instant::now();
-    let response = client.watch(plan).await.unwrap();
-    let stats = stats_of(&response);
-    let error = collect(response.into_inner()).await.unwrap_err();
+    let (items, stats, elapsed) = watch_with_peer_timeout(MS(5000), MS(200), 1500, 50).await;
+    let error = items.unwrap_err();
     assert_eq!(error.code(), Code::Unavailable);
     assert!(
         error.message().contains("peer timeout"),
         "{}",
         error.message()
     );
-    assert!(
-        started.elapsed() < MS(1400),
-        "reported before the first message"
-    );
+    assert!(elapsed < MS(1400), "reported before the first message");
     assert!(stats.peer_timed_out());
     assert_eq!(stats.peer_timeouts(), 1);
-    let _ = server.next_seen().await;
-    server.shutdown().await;
 }
