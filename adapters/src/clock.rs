@@ -41,8 +41,14 @@ impl Clock {
     #[must_use]
     #[inline]
     pub fn to_core(&self, at: StdInstant) -> Instant {
-        let micros = at.saturating_duration_since(self.origin).as_micros();
-        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+        // u64 arithmetic (no u128 `as_micros`): whole seconds times 10^6
+        // plus the sub-second part, saturating like the u128 form did.
+        let since = at.saturating_duration_since(self.origin);
+        let micros = since
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(since.subsec_micros()));
+        Instant::from_micros(micros)
     }
 
     /// The std instant of a core instant; saturates at the latest instant the
