@@ -12,6 +12,19 @@
 //!   `tokio_util::compat` (the way tokio users plug in the wrappers).
 //! - `tcp`: the same over loopback TCP.
 //!
+//! Three usage patterns, each against the same pipe unwrapped in the same
+//! run:
+//!
+//! - one `write_all` per frame (`*_1KiB_frames`): the wrapper's fixed cost
+//!   per write in full, since the clock is read once per write;
+//! - batched (`*_batched16`): 16 frames per `write_all` (an application or a
+//!   codec that buffers), so one clock read per 16 frames;
+//! - driver (`duplex_driver`): frames sent through a `FrameSender` to a
+//!   spawned `Driver`, which reads the clock once per poll for all the
+//!   frames it writes in it; unwrapped, the same bounded channel drained by
+//!   a plain forwarding task. Driver, task and pipe live across iterations
+//!   (a stream's steady state, not its setup).
+//!
 //! `cargo bench -p inlinekeepalive --bench overhead`
 //!
 //! The writer has peer support on and a 20 s interval: the machine is live,
@@ -20,20 +33,27 @@
 //! unwrapped.
 
 use std::hint::black_box;
+use std::pin::Pin;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures::channel::mpsc;
 use futures::executor::block_on;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::StreamExt;
 use inlinekeepalive::core::Config;
 use inlinekeepalive::timer::FuturesTimer;
-use inlinekeepalive::{KeepaliveReader, KeepaliveWriter};
+use inlinekeepalive::{FrameSender, KeepaliveReader, KeepaliveWriter};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 const FRAME_PAYLOAD: usize = 1024;
 const FRAMES: usize = 1024; // 1 MiB of payload per iteration
 const READ_BUF: usize = 16 * 1024;
 const DUPLEX_BUF: usize = 64 * 1024;
+/// Frames per `write_all` in the batched rows.
+const BATCH: usize = 16;
+/// Capacity of the channel in the driver rows (ours and the plain one).
+const CHANNEL: usize = 64;
 
 fn frame() -> Vec<u8> {
     let mut f = vec![0u8; 5 + FRAME_PAYLOAD];
@@ -64,32 +84,39 @@ async fn drain<R: AsyncRead + Unpin>(mut reader: R, buf: &mut [u8]) -> usize {
     }
 }
 
-/// Writes every frame, then closes.
-async fn feed<W: AsyncWrite + Unpin>(mut writer: W, frame: &[u8]) {
-    for _ in 0..FRAMES {
-        writer.write_all(frame).await.unwrap();
+/// Writes `chunk` (whole frames) until FRAMES frames are written, then
+/// closes.
+async fn feed<W: AsyncWrite + Unpin>(mut writer: W, chunk: &[u8]) {
+    for _ in 0..writes(chunk) {
+        writer.write_all(chunk).await.unwrap();
     }
     writer.close().await.unwrap();
 }
 
-/// Writes every frame into `pipe`, then reads it to the end.
-async fn memcpy_plain(frame: &[u8], pipe: &mut Vec<u8>, buf: &mut [u8]) -> usize {
+/// How many writes of `chunk` make FRAMES frames.
+fn writes(chunk: &[u8]) -> usize {
+    FRAMES * (5 + FRAME_PAYLOAD) / chunk.len()
+}
+
+/// Writes every frame into `pipe`, `chunk` at a time, then reads it to the
+/// end.
+async fn memcpy_plain(chunk: &[u8], pipe: &mut Vec<u8>, buf: &mut [u8]) -> usize {
     pipe.clear();
-    for _ in 0..FRAMES {
-        pipe.write_all(frame).await.unwrap();
+    for _ in 0..writes(chunk) {
+        pipe.write_all(chunk).await.unwrap();
     }
     pipe.flush().await.unwrap();
     drain(&pipe[..], buf).await
 }
 
 async fn memcpy_wrapped(
-    frame: &[u8],
+    chunk: &[u8],
     writer: &mut KeepaliveWriter<Vec<u8>, FuturesTimer>,
     buf: &mut [u8],
 ) -> usize {
     writer.get_mut().clear();
-    for _ in 0..FRAMES {
-        writer.write_all(frame).await.unwrap();
+    for _ in 0..writes(chunk) {
+        writer.write_all(chunk).await.unwrap();
     }
     writer.flush().await.unwrap();
     drain(KeepaliveReader::new(&writer.get_ref()[..]), buf).await
@@ -97,23 +124,103 @@ async fn memcpy_wrapped(
 
 /// A writer task and a reader task on one current-thread runtime, over a
 /// fresh `tokio::io::duplex` per iteration.
-fn duplex_round(rt: &tokio::runtime::Runtime, frame: &'static [u8], wrapped: bool) -> usize {
+fn duplex_round(rt: &tokio::runtime::Runtime, chunk: &'static [u8], wrapped: bool) -> usize {
     rt.block_on(async move {
         let (a, b) = tokio::io::duplex(DUPLEX_BUF);
         let (a, b) = (a.compat_write(), b.compat());
         let mut buf = vec![0u8; READ_BUF];
         if wrapped {
-            let writer = tokio::spawn(feed(keepalive_writer(a), frame));
+            let writer = tokio::spawn(feed(keepalive_writer(a), chunk));
             let n = drain(KeepaliveReader::new(b), &mut buf).await;
             writer.await.unwrap();
             n
         } else {
-            let writer = tokio::spawn(feed(a, frame));
+            let writer = tokio::spawn(feed(a, chunk));
             let n = drain(b, &mut buf).await;
             writer.await.unwrap();
             n
         }
     })
+}
+
+/// The application's end of a driver row: our `FrameSender`, or the plain
+/// channel of the unwrapped forwarder.
+enum Tx {
+    Ours(FrameSender<&'static [u8]>),
+    Plain(mpsc::Sender<&'static [u8]>),
+}
+
+impl Tx {
+    async fn send(&mut self, frame: &'static [u8]) {
+        match self {
+            Tx::Ours(tx) => tx.send(frame).await.unwrap(),
+            Tx::Plain(tx) => {
+                std::future::poll_fn(|cx| tx.poll_ready(cx)).await.unwrap();
+                tx.start_send(frame).unwrap();
+            }
+        }
+    }
+}
+
+/// A stream whose application hands frames to a writer task through a
+/// bounded channel, over one `tokio::io::duplex` that lives across
+/// iterations: wrapped, `KeepaliveWriter::into_driver` (the spawned
+/// `Driver`, read through a `KeepaliveReader`); unwrapped, a task that
+/// writes each item of the same kind of channel with `write_all`.
+struct DriverPipe {
+    rt: tokio::runtime::Runtime,
+    tx: Tx,
+    reader: Pin<Box<dyn AsyncRead>>,
+}
+
+impl DriverPipe {
+    fn new(wrapped: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (a, b) = tokio::io::duplex(DUPLEX_BUF);
+        let (a, b) = (a.compat_write(), b.compat());
+        let _guard = rt.enter();
+        let (tx, reader): (Tx, Pin<Box<dyn AsyncRead>>) = if wrapped {
+            let (tx, driver) = keepalive_writer(a).into_driver(CHANNEL);
+            tokio::spawn(driver);
+            (Tx::Ours(tx), Box::pin(KeepaliveReader::new(b)))
+        } else {
+            let (tx, mut rx) = mpsc::channel::<&'static [u8]>(CHANNEL);
+            let mut a = a;
+            tokio::spawn(async move {
+                while let Some(item) = rx.next().await {
+                    a.write_all(item).await.unwrap();
+                }
+                a.close().await.unwrap();
+            });
+            (Tx::Plain(tx), Box::pin(b))
+        };
+        drop(_guard);
+        Self { rt, tx, reader }
+    }
+
+    /// Sends FRAMES frames and reads them back.
+    fn round(&mut self, frame: &'static [u8]) -> usize {
+        let total = frame.len() * FRAMES;
+        let Self { rt, tx, reader } = self;
+        rt.block_on(async {
+            let send = async {
+                for _ in 0..FRAMES {
+                    tx.send(frame).await;
+                }
+            };
+            let recv = async {
+                let mut buf = vec![0u8; READ_BUF];
+                let mut got = 0;
+                while got < total {
+                    got += reader.read(&mut buf).await.unwrap();
+                }
+                got
+            };
+            futures::future::join(send, recv).await.1
+        })
+    }
 }
 
 /// The same over a loopback TCP connection made once per configuration.
@@ -145,9 +252,10 @@ impl TcpPair {
         }
     }
 
-    /// Sends FRAMES frames from client to server, without closing.
-    fn round(&mut self, frame: &'static [u8], wrapped: bool) -> usize {
-        let total = frame.len() * FRAMES;
+    /// Sends FRAMES frames from client to server, `chunk` at a time, without
+    /// closing.
+    fn round(&mut self, chunk: &'static [u8], wrapped: bool) -> usize {
+        let total = chunk.len() * writes(chunk);
         let client = self.client.take().unwrap();
         let server = self.server.take().unwrap();
         let (client, server) = self.rt.block_on(async move {
@@ -155,15 +263,15 @@ impl TcpPair {
             let writer = tokio::spawn(async move {
                 if wrapped {
                     let mut w = keepalive_writer(client.compat_write());
-                    for _ in 0..FRAMES {
-                        w.write_all(frame).await.unwrap();
+                    for _ in 0..writes(chunk) {
+                        w.write_all(chunk).await.unwrap();
                     }
                     w.flush().await.unwrap();
                     w.into_inner().into_inner()
                 } else {
                     let mut w = client.compat_write();
-                    for _ in 0..FRAMES {
-                        w.write_all(frame).await.unwrap();
+                    for _ in 0..writes(chunk) {
+                        w.write_all(chunk).await.unwrap();
                     }
                     w.flush().await.unwrap();
                     w.into_inner()
@@ -194,58 +302,77 @@ impl TcpPair {
 
 fn overhead(c: &mut Criterion) {
     let frame: &'static [u8] = Vec::leak(frame());
+    let batch: &'static [u8] = Vec::leak(frame.repeat(BATCH));
     let bytes = (frame.len() * FRAMES) as u64;
 
-    let mut group = c.benchmark_group("memcpy_1KiB_frames");
-    group.throughput(Throughput::Bytes(bytes));
-    group.measurement_time(Duration::from_secs(5));
-    let mut buf = vec![0u8; READ_BUF];
-    let mut pipe = Vec::with_capacity(frame.len() * FRAMES);
-    group.bench_function("unwrapped", |b| {
-        b.iter(|| {
-            let n = block_on(memcpy_plain(frame, &mut pipe, &mut buf));
-            assert_eq!(n as u64, bytes);
-            black_box(n)
-        })
-    });
-    // The pipe's buffer is reused, as above.
-    let mut writer = keepalive_writer(Vec::with_capacity(frame.len() * FRAMES));
-    group.bench_function("wrapped", |b| {
-        b.iter(|| {
-            let n = block_on(memcpy_wrapped(frame, &mut writer, &mut buf));
-            assert_eq!(n as u64, bytes);
-            black_box(n)
-        })
-    });
-    group.finish();
-
-    let mut group = c.benchmark_group("duplex_1KiB_frames");
-    group.throughput(Throughput::Bytes(bytes));
-    group.measurement_time(Duration::from_secs(5));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    for wrapped in [false, true] {
-        let name = if wrapped { "wrapped" } else { "unwrapped" };
-        group.bench_function(name, |b| {
+    for (suffix, chunk) in [("1KiB_frames", frame), ("batched16", batch)] {
+        let mut group = c.benchmark_group(format!("memcpy_{suffix}"));
+        group.throughput(Throughput::Bytes(bytes));
+        group.measurement_time(Duration::from_secs(5));
+        let mut buf = vec![0u8; READ_BUF];
+        let mut pipe = Vec::with_capacity(frame.len() * FRAMES);
+        group.bench_function("unwrapped", |b| {
             b.iter(|| {
-                let n = duplex_round(&rt, frame, wrapped);
+                let n = block_on(memcpy_plain(chunk, &mut pipe, &mut buf));
                 assert_eq!(n as u64, bytes);
                 black_box(n)
             })
         });
-    }
-    group.finish();
+        // The pipe's buffer is reused, as above.
+        let mut writer = keepalive_writer(Vec::with_capacity(frame.len() * FRAMES));
+        group.bench_function("wrapped", |b| {
+            b.iter(|| {
+                let n = block_on(memcpy_wrapped(chunk, &mut writer, &mut buf));
+                assert_eq!(n as u64, bytes);
+                black_box(n)
+            })
+        });
+        group.finish();
 
-    let mut group = c.benchmark_group("tcp_1KiB_frames");
+        let mut group = c.benchmark_group(format!("duplex_{suffix}"));
+        group.throughput(Throughput::Bytes(bytes));
+        group.measurement_time(Duration::from_secs(5));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for wrapped in [false, true] {
+            let name = if wrapped { "wrapped" } else { "unwrapped" };
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let n = duplex_round(&rt, chunk, wrapped);
+                    assert_eq!(n as u64, bytes);
+                    black_box(n)
+                })
+            });
+        }
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("tcp_{suffix}"));
+        group.throughput(Throughput::Bytes(bytes));
+        group.measurement_time(Duration::from_secs(5));
+        for wrapped in [false, true] {
+            let name = if wrapped { "wrapped" } else { "unwrapped" };
+            let mut pair = TcpPair::new();
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let n = pair.round(chunk, wrapped);
+                    assert_eq!(n as u64, bytes);
+                    black_box(n)
+                })
+            });
+        }
+        group.finish();
+    }
+
+    let mut group = c.benchmark_group("duplex_driver");
     group.throughput(Throughput::Bytes(bytes));
     group.measurement_time(Duration::from_secs(5));
     for wrapped in [false, true] {
         let name = if wrapped { "wrapped" } else { "unwrapped" };
-        let mut pair = TcpPair::new();
+        let mut pipe = DriverPipe::new(wrapped);
         group.bench_function(name, |b| {
             b.iter(|| {
-                let n = pair.round(frame, wrapped);
+                let n = pipe.round(frame);
                 assert_eq!(n as u64, bytes);
                 black_box(n)
             })

@@ -48,6 +48,11 @@ pin_project! {
     /// cancels the stream: frames not yet written are discarded, and the
     /// senders get [`DriverStopped`].
     ///
+    /// The driver reads the clock once per poll for all the frames it writes
+    /// in that poll (a [`KeepaliveWriter`] used directly reads it once per
+    /// write): they count as sent at that instant, which is early by at most
+    /// the poll's own duration (microseconds; the poll never waits).
+    ///
     /// ```
     /// # futures::executor::block_on(async {
     /// use std::time::Duration;
@@ -132,12 +137,19 @@ impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Future for Driver<W, T, B> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let mut budget = FRAMES_PER_POLL;
+        // One clock read for every write of this poll, made by the first
+        // write that needs it (see `KeepaliveWriter::poll_write_at`).
+        let mut now = None;
         loop {
             // 1. Finish the item in hand.
             if let Some((item, written)) = this.current.as_mut() {
                 let bytes = item.as_ref();
                 while *written < bytes.len() {
-                    let n = ready!(this.writer.as_mut().poll_write(cx, &bytes[*written..]))?;
+                    let n = ready!(this.writer.as_mut().poll_write_at(
+                        cx,
+                        &bytes[*written..],
+                        &mut now
+                    ))?;
                     if n == 0 {
                         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }

@@ -371,15 +371,31 @@ fn finish_keepalive<W: AsyncWrite>(
     Poll::Ready(Ok(()))
 }
 
-impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
-    fn poll_write(
+impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
+    /// [`poll_write`](AsyncWrite::poll_write) with the clock read shared
+    /// with the caller: `now` is the instant of this write if the caller
+    /// already read it (`Some`), and is filled in here the first time this
+    /// write needs the time (`None`), so the caller can pass it on to its
+    /// next writes.
+    ///
+    /// [`Driver`](crate::Driver) passes one `now` to every write of one of
+    /// its polls: one clock read per driver poll (and none in a poll that
+    /// writes nothing), instead of one per item. Time does not meaningfully
+    /// advance within one poll (its writes hand bytes to the transport
+    /// without waiting, and it yields after at most `FRAMES_PER_POLL` items),
+    /// so the instant recorded for the last write of a poll is early by the
+    /// time the poll took: microseconds, against keepalive intervals of
+    /// seconds. The only effect is that a keepalive can go out that much
+    /// earlier than a full interval after the last write.
+    pub(crate) fn poll_write_at(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
+        now: &mut Option<Instant>,
     ) -> Poll<io::Result<usize>> {
         let mut this = self.project();
         check(this.failed, *this.closed)?;
-        let mut now: Option<Instant> = None;
+        let mut checked = false;
         loop {
             if *this.keepalive_written < KEEPALIVE_LEN {
                 ready!(finish_keepalive(
@@ -389,13 +405,14 @@ impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
                     this.stats
                 ))?;
             }
-            if now.is_some() || !this.tracker.is_at_boundary() {
+            if checked || !this.tracker.is_at_boundary() {
                 break;
             }
             // At a boundary: a keepalive that is due goes first. The clock is
-            // read here once per call and reused below.
-            let t = this.slot.now();
-            now = Some(t);
+            // read at most once per call (none if the caller passed `now`)
+            // and reused below.
+            checked = true;
+            let t = *now.get_or_insert_with(|| this.slot.now());
             if this.machine.poll_timeout().is_some_and(|at| at <= t) {
                 this.machine.handle_timeout(t);
                 *this.maybe_due = true;
@@ -416,10 +433,23 @@ impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
             if let Err(e) = this.tracker.advance(written) {
                 *this.failed = Some(e);
             }
-            let now = now.unwrap_or_else(|| this.slot.now());
-            this.machine.on_sent(now);
+            let t = *now.get_or_insert_with(|| this.slot.now());
+            this.machine.on_sent(t);
         }
         Poll::Ready(Ok(n))
+    }
+}
+
+impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // One clock read per call that hands bytes to the transport (or
+        // that checks for a due keepalive at a boundary), and never two.
+        self.poll_write_at(cx, buf, &mut None)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
