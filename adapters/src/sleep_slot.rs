@@ -12,26 +12,65 @@ use pin_project_lite::pin_project;
 use crate::clock::Clock;
 use crate::timer::Timer;
 
-/// What the sleep is set to, and whether the task is registered on it.
+/// What the sleep is set to, and whether the task is registered on it,
+/// packed into one `u64` (8 bytes instead of an enum's 16):
+///
+/// - `OFF` (`u64::MAX`): no deadline, the sleep (if any) is ignored;
+/// - `at` (top bit clear): *set* for `at` and not polled since: the sleep
+///   decides (reading its own clock) whether `at` has come;
+/// - `at | WAITING` (top bit set): *waiting*: set for `at` and pending when
+///   last polled, so the task is registered on it: the next poll is most
+///   likely its wake-up, and one clock read decides.
+///
+/// A deadline that does not fit in 63 bits (over 292,000 years from the
+/// origin) is stored as `OFF`: it then never matches, so the sleep is reset
+/// and the clock read on every poll, which is correct, only slower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Armed {
-    /// No deadline: the sleep (if any) is ignored.
-    Off,
-    /// The sleep is set for `at` and has not been polled since: it decides
-    /// (reading its own clock) whether `at` has come.
-    Set { at: Instant },
-    /// The sleep is set for `at` and was pending when last polled, so the
-    /// task is registered on it: the next poll is most likely its wake-up,
-    /// and one clock read decides.
-    Waiting { at: Instant },
-}
+struct Armed(u64);
+
+const WAITING: u64 = 1 << 63;
 
 impl Armed {
-    fn at(self) -> Option<Instant> {
-        match self {
-            Armed::Off => None,
-            Armed::Set { at } | Armed::Waiting { at } => Some(at),
+    const OFF: Self = Self(u64::MAX);
+
+    fn set(at: Instant) -> Self {
+        let micros = at.as_micros();
+        if micros & WAITING == 0 {
+            Self(micros)
+        } else {
+            Self::OFF
         }
+    }
+
+    fn waiting(at: Instant) -> Self {
+        let micros = at.as_micros();
+        if micros & WAITING == 0 {
+            Self(micros | WAITING)
+        } else {
+            Self::OFF
+        }
+    }
+
+    /// Set (not yet polled) for exactly `at`.
+    fn is_set_for(self, at: Instant) -> bool {
+        let micros = at.as_micros();
+        micros & WAITING == 0 && self.0 == micros
+    }
+
+    /// Waiting for exactly `at`.
+    fn is_waiting_for(self, at: Instant) -> bool {
+        let micros = at.as_micros();
+        micros & WAITING == 0 && self.0 == micros | WAITING
+    }
+
+    /// Set or waiting for exactly `at`.
+    fn is_for(self, at: Instant) -> bool {
+        let micros = at.as_micros();
+        micros & WAITING == 0 && self.0 & !WAITING == micros
+    }
+
+    fn at(self) -> Option<Instant> {
+        (self != Self::OFF).then(|| Instant::from_micros(self.0 & !WAITING))
     }
 }
 
@@ -66,7 +105,7 @@ impl<T: Timer> SleepSlot<T> {
             sleep: None,
             timer,
             clock,
-            armed: Armed::Off,
+            armed: Armed::OFF,
         }
     }
 
@@ -93,32 +132,29 @@ impl<T: Timer> SleepSlot<T> {
     ) -> Poll<Instant> {
         let mut this = self.project();
         let Some(at) = next else {
-            *this.armed = Armed::Off;
+            *this.armed = Armed::OFF;
             return Poll::Pending;
         };
-        match *this.armed {
+        if this.armed.is_set_for(at) {
             // Armed for `at` and not polled since: the sleep itself says
             // whether `at` has come; no clock read of ours.
-            Armed::Set { at: armed } if armed == at => {}
+        } else if this.armed.is_waiting_for(at) {
             // Registered and polled again: most likely the sleep's wake-up.
             // The clock decides, and the sleep is polled only if it is early
             // (to refresh the waker).
-            Armed::Waiting { at: armed } if armed == at => {
-                let now = this.clock.to_core(this.timer.now());
-                if now >= at {
-                    return Poll::Ready(now);
-                }
+            let now = this.clock.to_core(this.timer.now());
+            if now >= at {
+                return Poll::Ready(now);
             }
+        } else {
             // A new deadline: it may have passed already.
-            _ => {
-                let now = this.clock.to_core(this.timer.now());
-                if now >= at {
-                    return Poll::Ready(now);
-                }
-                set(this.sleep.as_mut(), this.timer, this.clock, at);
+            let now = this.clock.to_core(this.timer.now());
+            if now >= at {
+                return Poll::Ready(now);
             }
+            set(this.sleep.as_mut(), this.timer, this.clock, at);
         }
-        *this.armed = Armed::Waiting { at };
+        *this.armed = Armed::waiting(at);
         let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
@@ -148,18 +184,18 @@ impl<T: Timer> SleepSlot<T> {
     pub(crate) fn arm(self: Pin<&mut Self>, now: Instant, next: Option<Instant>) {
         let mut this = self.project();
         let Some(at) = next else { return };
-        if at <= now || this.armed.at() == Some(at) {
+        if at <= now || this.armed.is_for(at) {
             return;
         }
         set(this.sleep.as_mut(), this.timer, this.clock, at);
-        *this.armed = Armed::Set { at };
+        *this.armed = Armed::set(at);
     }
 
     /// Drops the sleep, releasing the runtime's timer entry.
     pub(crate) fn release(self: Pin<&mut Self>) {
         let mut this = self.project();
         this.sleep.set(None);
-        *this.armed = Armed::Off;
+        *this.armed = Armed::OFF;
     }
 }
 
