@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -29,8 +30,32 @@ fn maybe_due(machine: &Keepalive) -> bool {
     machine.poll_timeout().is_none()
 }
 
-fn keepalive_from_bytes<M: From<&'static [u8]>>() -> M {
-    M::from(&wire::KEEPALIVE_MESSAGE[..])
+/// Makes the keepalive item of a [`KeepaliveSink`]: the type parameter `F`
+/// of the sink, so the default constructor takes no space in it.
+pub trait MakeKeepalive<M> {
+    /// A message whose payload is exactly [`wire::KEEPALIVE_MESSAGE`].
+    fn make_keepalive(&self) -> M;
+}
+
+/// The keepalive constructor of [`KeepaliveSink::new`]:
+/// [`wire::KEEPALIVE_MESSAGE`] converted with `M::from(&'static [u8])`.
+/// A zero-sized type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeepaliveFromBytes;
+
+impl<M: From<&'static [u8]>> MakeKeepalive<M> for KeepaliveFromBytes {
+    #[inline]
+    fn make_keepalive(&self) -> M {
+        M::from(&wire::KEEPALIVE_MESSAGE[..])
+    }
+}
+
+/// The keepalive constructor of [`KeepaliveSink::with_keepalive_fn`].
+impl<M> MakeKeepalive<M> for fn() -> M {
+    #[inline]
+    fn make_keepalive(&self) -> M {
+        self()
+    }
 }
 
 /// Counters of a [`KeepaliveSink`], from [`KeepaliveSink::stats`]. They
@@ -126,14 +151,18 @@ pin_project! {
     /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
     /// ```
     #[must_use = "sinks do nothing unless polled"]
-    pub struct KeepaliveSink<Si, M, T: Timer> {
+    pub struct KeepaliveSink<Si, M, T: Timer, F = KeepaliveFromBytes> {
         #[pin]
         inner: Si,
         #[pin]
         slot: SleepSlot<T>,
         machine: Keepalive,
-        make_keepalive: fn() -> M,
-        stats: SinkStats,
+        make_keepalive: F,
+        // The counters of `SinkStats`, kept apart so the flags below fill
+        // the space after the narrower one.
+        messages_sent: u64,
+        keepalives_sent: u32,
+        _message: PhantomData<fn() -> M>,
         // The application holds the inner sink's readiness: its `poll_ready`
         // returned `Ready` and its `start_send` has not come yet.
         reserved: bool,
@@ -165,11 +194,11 @@ where
     /// assert_eq!(sink.stats().keepalives_sent, 0);
     /// ```
     pub fn new(inner: Si, timer: T, config: Config) -> Self {
-        Self::with_keepalive_fn(inner, timer, config, keepalive_from_bytes::<M>)
+        Self::with_maker(inner, timer, config, KeepaliveFromBytes)
     }
 }
 
-impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
+impl<Si, M, T: Timer> KeepaliveSink<Si, M, T, fn() -> M> {
     /// Wraps `inner`, making each keepalive item with `make_keepalive`,
     /// which must return a message whose payload is exactly
     /// [`wire::KEEPALIVE_MESSAGE`].
@@ -192,6 +221,12 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
         config: Config,
         make_keepalive: fn() -> M,
     ) -> Self {
+        Self::with_maker(inner, timer, config, make_keepalive)
+    }
+}
+
+impl<Si, M, T: Timer, F> KeepaliveSink<Si, M, T, F> {
+    fn with_maker(inner: Si, timer: T, config: Config, make_keepalive: F) -> Self {
         let slot = SleepSlot::new(timer);
         let mut machine = Keepalive::new(config, slot.now());
         machine.close_receive();
@@ -200,7 +235,9 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
             slot,
             machine,
             make_keepalive,
-            stats: SinkStats::default(),
+            messages_sent: 0,
+            keepalives_sent: 0,
+            _message: PhantomData,
             reserved: false,
             maybe_due: false,
             unflushed: false,
@@ -250,7 +287,10 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
     /// Counters of what was sent.
     #[must_use]
     pub fn stats(&self) -> SinkStats {
-        self.stats
+        SinkStats {
+            keepalives_sent: u64::from(self.keepalives_sent),
+            messages_sent: self.messages_sent,
+        }
     }
 
     /// The keepalive state machine (for its [`poll_timeout`](Keepalive::poll_timeout)).
@@ -311,7 +351,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
     /// assert_eq!(sink.stats().messages_sent, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
     /// ```
-    pub fn keepalive(&mut self) -> KeepaliveSent<'_, Si, M, T>
+    pub fn keepalive(&mut self) -> KeepaliveSent<'_, Si, M, T, F>
     where
         Si: Unpin,
         T::Sleep: Unpin,
@@ -324,7 +364,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
     /// nothing for a long time. `capacity` bounds the messages queued in the
     /// channel (at least one per sender can always be queued). See the
     /// type's docs for an example.
-    pub fn into_driver(self, capacity: usize) -> (MessageSender<M>, SinkDriver<Si, M, T>) {
+    pub fn into_driver(self, capacity: usize) -> (MessageSender<M>, SinkDriver<Si, M, T, F>) {
         let (sender, rx) = sender::channel(capacity);
         let driver = SinkDriver {
             sink: self,
@@ -337,7 +377,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
     }
 }
 
-impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
+impl<Si: Sink<M>, M, T: Timer, F: MakeKeepalive<M>> KeepaliveSink<Si, M, T, F> {
     /// Waits until a keepalive is due, sends it and flushes the inner sink.
     ///
     /// Resolves with `Ok(())` after each keepalive; call it again for the
@@ -374,11 +414,15 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
                 let sent = this.machine.poll_keepalive(now);
                 this.slot.as_mut().arm(now, this.machine.poll_timeout());
                 if sent {
-                    if let Err(e) = this.inner.as_mut().start_send((this.make_keepalive)()) {
+                    if let Err(e) = this
+                        .inner
+                        .as_mut()
+                        .start_send(this.make_keepalive.make_keepalive())
+                    {
                         this.machine.close_send();
                         return Poll::Ready(Err(e));
                     }
-                    this.stats.keepalives_sent = this.stats.keepalives_sent.saturating_add(1);
+                    *this.keepalives_sent = this.keepalives_sent.saturating_add(1);
                     *this.unflushed = true;
                     continue;
                 }
@@ -411,8 +455,10 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
             let sent = this.machine.poll_keepalive(now);
             this.slot.as_mut().arm(now, this.machine.poll_timeout());
             if sent {
-                this.inner.as_mut().start_send((this.make_keepalive)())?;
-                this.stats.keepalives_sent = this.stats.keepalives_sent.saturating_add(1);
+                this.inner
+                    .as_mut()
+                    .start_send(this.make_keepalive.make_keepalive())?;
+                *this.keepalives_sent = this.keepalives_sent.saturating_add(1);
                 *this.unflushed = true;
             }
         }
@@ -420,7 +466,7 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
     }
 }
 
-impl<Si: Sink<M>, M, T: Timer> Sink<M> for KeepaliveSink<Si, M, T> {
+impl<Si: Sink<M>, M, T: Timer, F: MakeKeepalive<M>> Sink<M> for KeepaliveSink<Si, M, T, F> {
     type Error = Si::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -435,7 +481,7 @@ impl<Si: Sink<M>, M, T: Timer> Sink<M> for KeepaliveSink<Si, M, T> {
         *this.reserved = false;
         this.inner.start_send(item)?;
         this.machine.on_sent(this.slot.now());
-        this.stats.messages_sent = this.stats.messages_sent.saturating_add(1);
+        *this.messages_sent = this.messages_sent.saturating_add(1);
         Ok(())
     }
 
@@ -458,12 +504,12 @@ impl<Si: Sink<M>, M, T: Timer> Sink<M> for KeepaliveSink<Si, M, T> {
     }
 }
 
-impl<Si: fmt::Debug, M, T: Timer> fmt::Debug for KeepaliveSink<Si, M, T> {
+impl<Si: fmt::Debug, M, T: Timer, F> fmt::Debug for KeepaliveSink<Si, M, T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeepaliveSink")
             .field("inner", &self.inner)
             .field("machine", &self.machine)
-            .field("stats", &self.stats)
+            .field("stats", &self.stats())
             .field("reserved", &self.reserved)
             .finish_non_exhaustive()
     }
@@ -471,11 +517,12 @@ impl<Si: fmt::Debug, M, T: Timer> fmt::Debug for KeepaliveSink<Si, M, T> {
 
 /// The future of [`KeepaliveSink::keepalive`].
 #[must_use = "futures do nothing unless polled"]
-pub struct KeepaliveSent<'a, Si, M, T: Timer> {
-    sink: &'a mut KeepaliveSink<Si, M, T>,
+pub struct KeepaliveSent<'a, Si, M, T: Timer, F = KeepaliveFromBytes> {
+    sink: &'a mut KeepaliveSink<Si, M, T, F>,
 }
 
-impl<Si: Sink<M> + Unpin, M, T: Timer> Future for KeepaliveSent<'_, Si, M, T>
+impl<Si: Sink<M> + Unpin, M, T: Timer, F: MakeKeepalive<M>> Future
+    for KeepaliveSent<'_, Si, M, T, F>
 where
     T::Sleep: Unpin,
 {
@@ -486,7 +533,7 @@ where
     }
 }
 
-impl<Si, M, T: Timer> fmt::Debug for KeepaliveSent<'_, Si, M, T> {
+impl<Si, M, T: Timer, F> fmt::Debug for KeepaliveSent<'_, Si, M, T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeepaliveSent").finish_non_exhaustive()
     }
@@ -513,9 +560,9 @@ pin_project! {
     /// the stream: queued messages are discarded, and the senders get
     /// [`DriverStopped`].
     #[must_use = "futures do nothing unless polled; spawn it"]
-    pub struct SinkDriver<Si, M, T: Timer> {
+    pub struct SinkDriver<Si, M, T: Timer, F = KeepaliveFromBytes> {
         #[pin]
-        sink: KeepaliveSink<Si, M, T>,
+        sink: KeepaliveSink<Si, M, T, F>,
         rx: mpsc::Receiver<Command<M>>,
         buffered: Option<M>,
         // Messages were handed to the sink since its last flush.
@@ -524,17 +571,18 @@ pin_project! {
     }
 }
 
-impl<Si, M, T: Timer> SinkDriver<Si, M, T> {
+impl<Si, M, T: Timer, F> SinkDriver<Si, M, T, F> {
     /// The sink, for its [`stats`](KeepaliveSink::stats).
-    pub fn sink(&self) -> &KeepaliveSink<Si, M, T> {
+    pub fn sink(&self) -> &KeepaliveSink<Si, M, T, F> {
         &self.sink
     }
 }
 
-impl<Si, M, T> Future for SinkDriver<Si, M, T>
+impl<Si, M, T, F> Future for SinkDriver<Si, M, T, F>
 where
     Si: Sink<M>,
     T: Timer,
+    F: MakeKeepalive<M>,
 {
     type Output = Result<SinkStats, Si::Error>;
 
@@ -586,7 +634,7 @@ where
     }
 }
 
-impl<Si: fmt::Debug, M, T: Timer> fmt::Debug for SinkDriver<Si, M, T> {
+impl<Si: fmt::Debug, M, T: Timer, F> fmt::Debug for SinkDriver<Si, M, T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SinkDriver")
             .field("sink", &self.sink)
