@@ -260,8 +260,22 @@ async fn run_client(
     Ok(outcome)
 }
 
+/// The status, and the HTTP/2 reset behind it if there was one: that is what
+/// a load balancer sends when it kills an idle stream.
 fn describe(status: &Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(reason) = error
+            .downcast_ref::<h2::Error>()
+            .and_then(h2::Error::reason)
+        {
+            text.push_str(&format!(" (RST_STREAM {reason:?})"));
+            break;
+        }
+        source = error.source();
+    }
+    text
 }
 
 #[tokio::main]
