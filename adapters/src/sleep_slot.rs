@@ -33,6 +33,7 @@ const WAITING: u64 = 1 << 63;
 impl Armed {
     const OFF: Self = Self(u64::MAX);
 
+    #[inline]
     fn set(at: Instant) -> Self {
         let micros = at.as_micros();
         if micros & WAITING == 0 {
@@ -42,6 +43,7 @@ impl Armed {
         }
     }
 
+    #[inline]
     fn waiting(at: Instant) -> Self {
         let micros = at.as_micros();
         if micros & WAITING == 0 {
@@ -52,18 +54,21 @@ impl Armed {
     }
 
     /// Set (not yet polled) for exactly `at`.
+    #[inline]
     fn is_set_for(self, at: Instant) -> bool {
         let micros = at.as_micros();
         micros & WAITING == 0 && self.0 == micros
     }
 
     /// Waiting for exactly `at`.
+    #[inline]
     fn is_waiting_for(self, at: Instant) -> bool {
         let micros = at.as_micros();
         micros & WAITING == 0 && self.0 == micros | WAITING
     }
 
     /// Set or waiting for exactly `at`.
+    #[inline]
     fn is_for(self, at: Instant) -> bool {
         let micros = at.as_micros();
         micros & WAITING == 0 && self.0 & !WAITING == micros
@@ -125,6 +130,7 @@ impl<T: Timer> SleepSlot<T> {
     /// Returns `Ready(now)` once the clock has reached `next`, whatever the
     /// sleep says; `Pending` with the task registered on the sleep otherwise,
     /// and `Pending` without any registration when `next` is `None`.
+    #[inline]
     pub(crate) fn poll(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -181,6 +187,7 @@ impl<T: Timer> SleepSlot<T> {
     /// no clock read here. A deadline at or before `now`, or the one already
     /// set, is left for [`poll`](Self::poll). The task registers on the next
     /// poll.
+    #[inline]
     pub(crate) fn arm(self: Pin<&mut Self>, now: Instant, next: Option<Instant>) {
         let mut this = self.project();
         let Some(at) = next else { return };
@@ -200,6 +207,7 @@ impl<T: Timer> SleepSlot<T> {
 }
 
 /// Moves the sleep to `at`, creating it the first time.
+#[inline]
 fn set<T: Timer>(mut sleep: Pin<&mut Option<T::Sleep>>, timer: &T, clock: &Clock, at: Instant) {
     let deadline = clock.to_std(at);
     match sleep.as_mut().as_pin_mut() {
