@@ -187,7 +187,7 @@ impl<T: Timer> SleepSlot<T> {
     /// no clock read here. A deadline at or before `now`, or the one already
     /// set, is left for [`poll`](Self::poll). The task registers on the next
     /// poll.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn arm(self: Pin<&mut Self>, now: Instant, next: Option<Instant>) {
         let mut this = self.project();
         let Some(at) = next else { return };
