@@ -59,7 +59,9 @@ impl<M> MakeKeepalive<M> for fn() -> M {
 }
 
 /// Counters of a [`KeepaliveSink`], from [`KeepaliveSink::stats`]. They
-/// saturate.
+/// saturate: `keepalives_sent` at `u32::MAX` (as the core's
+/// [`Stats`](crate::core::Stats) do; 49 days of keepalives at the shortest
+/// interval), `messages_sent` at `u64::MAX`.
 ///
 /// ```
 /// use inlinekeepalive::SinkStats;
