@@ -267,13 +267,12 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
         let mut fired_at = None;
         loop {
             check(this.failed, *this.closed)?;
-            if *this.keepalive_written < KEEPALIVE_LEN {
-                ready!(finish_keepalive(
-                    this.inner.as_mut(),
-                    cx,
-                    this.keepalive_written,
-                    this.stats
-                ))?;
+            if ready!(finish_keepalive(
+                this.inner.as_mut(),
+                cx,
+                this.keepalive_written,
+                this.stats
+            ))? {
                 *this.unflushed = true;
             }
             if *this.unflushed {
@@ -348,13 +347,17 @@ fn check(failed: &Option<FrameError>, closed: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes the rest of the keepalive in flight.
+/// Writes the rest of the keepalive in flight, if one is. `Ready(Ok(true))`
+/// when this call completed one, `Ready(Ok(false))` when none was in flight.
 fn finish_keepalive<W: AsyncWrite>(
     mut inner: Pin<&mut W>,
     cx: &mut Context<'_>,
     written: &mut u8,
     stats: &mut WriterStats,
-) -> Poll<io::Result<()>> {
+) -> Poll<io::Result<bool>> {
+    if *written >= KEEPALIVE_LEN {
+        return Poll::Ready(Ok(false));
+    }
     while *written < KEEPALIVE_LEN {
         let rest = &KEEPALIVE_FRAME[usize::from(*written)..];
         let n = ready!(inner.as_mut().poll_write(cx, rest))?;
@@ -368,7 +371,7 @@ fn finish_keepalive<W: AsyncWrite>(
         *written += n.min(rest.len()) as u8;
     }
     stats.keepalives_sent += 1;
-    Poll::Ready(Ok(()))
+    Poll::Ready(Ok(true))
 }
 
 impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
@@ -397,14 +400,12 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
         check(this.failed, *this.closed)?;
         let mut checked = false;
         loop {
-            if *this.keepalive_written < KEEPALIVE_LEN {
-                ready!(finish_keepalive(
-                    this.inner.as_mut(),
-                    cx,
-                    this.keepalive_written,
-                    this.stats
-                ))?;
-            }
+            ready!(finish_keepalive(
+                this.inner.as_mut(),
+                cx,
+                this.keepalive_written,
+                this.stats
+            ))?;
             if checked || !this.tracker.is_at_boundary() {
                 break;
             }
@@ -454,14 +455,12 @@ impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut this = self.project();
-        if *this.keepalive_written < KEEPALIVE_LEN {
-            ready!(finish_keepalive(
-                this.inner.as_mut(),
-                cx,
-                this.keepalive_written,
-                this.stats
-            ))?;
-        }
+        ready!(finish_keepalive(
+            this.inner.as_mut(),
+            cx,
+            this.keepalive_written,
+            this.stats
+        ))?;
         ready!(this.inner.as_mut().poll_flush(cx))?;
         *this.unflushed = false;
         Poll::Ready(Ok(()))
@@ -475,14 +474,12 @@ impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
             this.slot.as_mut().release();
             *this.closed = true;
         }
-        if *this.keepalive_written < KEEPALIVE_LEN {
-            ready!(finish_keepalive(
-                this.inner.as_mut(),
-                cx,
-                this.keepalive_written,
-                this.stats
-            ))?;
-        }
+        ready!(finish_keepalive(
+            this.inner.as_mut(),
+            cx,
+            this.keepalive_written,
+            this.stats
+        ))?;
         this.inner.poll_close(cx)
     }
 }
