@@ -387,6 +387,7 @@ mod machine_model {
             support: None,
             send_closed: false,
             last_activity: 0,
+            last_timed: 0,
             last_keepalive: None,
             expected: false,
             peer_closed: false,
@@ -415,8 +416,14 @@ mod machine_model {
         /// `None` until told; `Some(false)` is final.
         support: Option<bool>,
         send_closed: bool,
-        /// Last send of any kind, or creation (what `Idle` waits on).
+        /// Last send of any kind, or creation (what `Idle` waits on): no
+        /// keepalive may be later than this allows.
         last_activity: u64,
+        /// Last send whose time the machine was given (`on_sent`, a clock
+        /// read of `on_sent_with`, a keepalive, creation): no `Idle`
+        /// keepalive may be earlier than this allows. Untimed sends may make
+        /// one early, never late.
+        last_timed: u64,
         /// Last keepalive since support was granted (what `Fixed` waits on).
         last_keepalive: Option<u64>,
         expected: bool,
@@ -446,6 +453,7 @@ mod machine_model {
                     self.ka.close_send();
                     self.send_closed = true;
                 }
+                7 if arg < 10 => self.sent_untimed(),
                 7 => self.sent(),
                 8 if arg < 2 => {
                     self.ka.close_receive();
@@ -491,6 +499,28 @@ mod machine_model {
 
         fn sent(&mut self) {
             self.ka.on_sent(self.at());
+            self.last_activity = self.now;
+            self.last_timed = self.now;
+        }
+
+        /// `on_sent_with`: the machine reads the clock only when it asks.
+        fn sent_untimed(&mut self) {
+            let before = self.ka.poll_timeout();
+            let mut reads = 0;
+            let now = self.at();
+            let read = self.ka.on_sent_with(|| {
+                reads += 1;
+                now
+            });
+            assert_eq!(read.is_some(), reads == 1, "Some iff the clock was read");
+            if read.is_some() {
+                self.last_timed = self.now;
+            } else {
+                assert_eq!(self.ka.poll_timeout(), before, "untimed moved the deadline");
+            }
+            if self.fixed || self.support == Some(false) || self.send_closed {
+                assert_eq!(reads, 0, "clock read where no keepalive depends on it");
+            }
             self.last_activity = self.now;
         }
 
@@ -571,7 +601,7 @@ mod machine_model {
             if self.fixed {
                 self.last_keepalive.map(|t| self.now - t)
             } else {
-                Some(self.now - self.last_activity)
+                Some(self.now - self.last_timed)
             }
         }
 
@@ -594,9 +624,15 @@ mod machine_model {
                 }
                 self.last_keepalive = Some(self.now);
                 self.last_activity = self.now;
+                self.last_timed = self.now;
                 self.keepalives += 1;
                 assert!(!self.ka.poll_keepalive(self.at()), "two keepalives at once");
             } else if exact && self.may_send() {
+                let gap = if self.fixed {
+                    gap
+                } else {
+                    Some(self.now - self.last_activity)
+                };
                 assert!(
                     gap.is_some_and(|gap| gap < self.interval),
                     "keepalive lost or late: {gap:?} us since the last send at {}",

@@ -66,7 +66,7 @@ enum SendTimer {
     /// deadline: application messages sent since it was set may have moved the
     /// real one (`idle_since + wait`) later, and `handle_timeout` then re-arms
     /// without firing. Under [`Policy::Fixed`] it is exact.
-    Armed { at: Instant },
+    Armed { at: Instant, sampling: Sampling },
     /// A keepalive is due. It stays due until `poll_keepalive` reports it
     /// (under `Idle`, an application message sent meanwhile withdraws it).
     Due,
@@ -75,6 +75,29 @@ enum SendTimer {
     /// The send side is closed: never send again.
     Closed,
 }
+
+/// What the machine knows of the times of the application messages reported
+/// by [`Keepalive::on_sent_with`], which reads the clock only now and then.
+///
+/// The invariant that makes the scheme safe: `idle_since` is never later than
+/// the last message (so a keepalive is never late), and while sampling, every
+/// untimed message was sent after `at - sample` (so `at - sample` is a lower
+/// bound for the last one, at most one sampling period early).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sampling {
+    /// `idle_since` covers every message sent: the next message reads the
+    /// clock and starts a sampling period.
+    Off,
+    /// A sampling period runs until `at`; it started no earlier than
+    /// `at - sample`. `untimed` messages were sent in it without the time
+    /// (0: none, `idle_since` covers them all).
+    On { untimed: u8 },
+}
+
+/// Untimed messages in a row after which [`Keepalive::on_sent_with`] reads
+/// the clock anyway: bounds how stale `idle_since` gets when the caller is
+/// slow to call `handle_timeout` (for example while it is busy writing).
+const UNTIMED_MAX: u8 = 64;
 
 /// The receive direction: dead-peer detection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,7 +356,10 @@ impl Keepalive {
                         if at <= now {
                             SendTimer::Due
                         } else {
-                            SendTimer::Armed { at }
+                            SendTimer::Armed {
+                                at,
+                                sampling: Sampling::Off,
+                            }
                         }
                     }
                 };
@@ -404,6 +430,71 @@ impl Keepalive {
     pub fn on_sent(&mut self, now: Instant) {
         // `max`: time that goes backwards counts as no time (compiles to a cmov).
         self.idle_since = self.idle_since.max(now);
+    }
+
+    /// An application message was sent, with the time read only when the
+    /// machine needs it: `now` is called at most once, and for most messages
+    /// of a busy stream not at all. Returns the instant it read, if any.
+    ///
+    /// Use it instead of [`on_sent`](Self::on_sent) when reading the clock
+    /// costs more than the rest of sending a message (a vDSO clock read is
+    /// ~20 ns, a small in-memory write less).
+    ///
+    /// Under [`Policy::Idle`] the machine samples instead of timing every
+    /// message: the first message after a quiet spell is timed and starts a
+    /// *sampling period* of one eighth of the wait (the interval, less
+    /// jitter); the messages after it only set a flag, and each
+    /// [`handle_timeout`](Self::handle_timeout) at the end of a period
+    /// counts them as sent at the period's start. So, when the caller calls
+    /// `handle_timeout` at [`poll_timeout`](Self::poll_timeout):
+    ///
+    /// - a keepalive is **never later** than with `on_sent` (never more than
+    ///   the wait after the last message), and at most one eighth of the wait
+    ///   earlier;
+    /// - a busy stream wakes its timer once per period instead of once per
+    ///   wait.
+    ///
+    /// When it calls `handle_timeout` late (a task busy writing), the early
+    /// margin grows by that lateness, but every 64th message in a row is
+    /// timed, so it is bounded by the time of 64 messages.
+    ///
+    /// After a `Some`, [`poll_timeout`](Self::poll_timeout) may be **earlier**
+    /// (a period started): re-arm the timer, or call `handle_timeout` if it
+    /// has passed. After `None` it is unchanged. Under [`Policy::Fixed`], and
+    /// when no keepalive can ever be sent (support refused, send side
+    /// closed), it never reads the clock.
+    ///
+    /// ```
+    /// use inlinekeepalive_core::{Config, Instant, Keepalive};
+    ///
+    /// let ms = Instant::from_millis;
+    /// let mut ka = Keepalive::new(Config::default(), ms(0)); // 20 s interval
+    /// ka.set_peer_support(ms(0), true);
+    /// // A burst of messages from 5 s: only the first one reads the clock.
+    /// assert_eq!(ka.on_sent_with(|| ms(5_000)), Some(ms(5_000)));
+    /// assert_eq!(ka.on_sent_with(|| unreachable!()), None);
+    /// assert_eq!(ka.poll_timeout(), Some(ms(7_500))); // the period ends
+    /// ka.handle_timeout(ms(7_500));
+    /// assert!(!ka.poll_keepalive(ms(7_500)));
+    /// // Quiet since: the untimed messages count as sent at 5 s.
+    /// assert_eq!(ka.poll_timeout(), Some(ms(10_000)));
+    /// ka.handle_timeout(ms(10_000));
+    /// assert_eq!(ka.poll_timeout(), Some(ms(25_000)));
+    /// ```
+    #[inline]
+    pub fn on_sent_with(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
+        // The hot path: a message inside a sampling period.
+        if let SendTimer::Armed {
+            sampling: Sampling::On { untimed },
+            ..
+        } = &mut self.send
+        {
+            if *untimed < UNTIMED_MAX - 1 {
+                *untimed += 1;
+                return None;
+            }
+        }
+        self.on_sent_timed(now)
     }
 
     /// A frame arrived from the peer at `now`. Every frame, whatever its
@@ -504,11 +595,18 @@ impl Keepalive {
     /// ```
     #[inline]
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let SendTimer::Armed { at } = self.send {
+        if let SendTimer::Armed { at, sampling } = self.send {
             if at <= now {
-                self.send = match self.policy {
-                    Policy::Fixed => SendTimer::Due,
-                    Policy::Idle => self.idle_check(now),
+                self.send = match (self.policy, sampling) {
+                    (Policy::Fixed, _) => SendTimer::Due,
+                    (Policy::Idle, Sampling::On { untimed }) if untimed > 0 => {
+                        self.end_sampling_period(at, now)
+                    }
+                    (Policy::Idle, Sampling::On { .. }) => {
+                        // A period with no message: the spell is quiet.
+                        self.idle_check(now)
+                    }
+                    (Policy::Idle, Sampling::Off) => self.idle_check(now),
                 };
             }
         }
@@ -588,6 +686,7 @@ impl Keepalive {
         self.idle_since = self.idle_since.max(now);
         self.send = SendTimer::Armed {
             at: now.add_micros(self.wait_us()),
+            sampling: Sampling::Off,
         };
         true
     }
@@ -613,7 +712,7 @@ impl Keepalive {
     #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let send = match self.send {
-            SendTimer::Armed { at } => Some(at),
+            SendTimer::Armed { at, .. } => Some(at),
             _ => None,
         };
         let peer = match self.peer {
@@ -654,8 +753,69 @@ impl Keepalive {
         if at <= now {
             SendTimer::Due
         } else {
-            SendTimer::Armed { at }
+            SendTimer::Armed {
+                at,
+                sampling: Sampling::Off,
+            }
         }
+    }
+
+    /// [`on_sent_with`](Self::on_sent_with) outside a sampling period, or at
+    /// its 64th untimed message in a row.
+    fn on_sent_timed(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
+        if self.policy == Policy::Fixed {
+            return None;
+        }
+        let sample = self.sample_us();
+        match &mut self.send {
+            SendTimer::Armed { at, sampling } => {
+                // The first message after a quiet spell, or the 64th untimed
+                // one in a row: time it. `idle_since` then covers every
+                // message so far, and a period starts (or goes on) from it.
+                let t = now();
+                self.idle_since = self.idle_since.max(t);
+                *at = (*at).min(self.idle_since.add_micros(sample));
+                *sampling = Sampling::On { untimed: 0 };
+                Some(t)
+            }
+            // Support unknown (the idle time counts once it is known), or a
+            // keepalive due (this message withdraws it): exact, and rare.
+            SendTimer::Unknown | SendTimer::Due => {
+                let t = now();
+                self.on_sent(t);
+                Some(t)
+            }
+            SendTimer::Unsupported | SendTimer::Closed => None,
+        }
+    }
+
+    /// The end (`period_end`, reached at `now`) of a sampling period in which
+    /// untimed messages were sent: they count as sent at the period's start,
+    /// the latest instant known to be no later than any of them. A new period
+    /// follows, in which the next message is untimed too.
+    #[inline]
+    fn end_sampling_period(&mut self, period_end: Instant, now: Instant) -> SendTimer {
+        let sample = self.sample_us();
+        let start = Instant::from_micros(period_end.as_micros().saturating_sub(sample));
+        self.idle_since = self.idle_since.max(start);
+        let deadline = self.idle_since.add_micros(self.wait_us());
+        if deadline <= now {
+            // Only when `handle_timeout` came more than a wait late.
+            return SendTimer::Due;
+        }
+        SendTimer::Armed {
+            at: deadline.min(now.add_micros(sample)),
+            sampling: Sampling::On { untimed: 0 },
+        }
+    }
+
+    /// The sampling period of [`on_sent_with`](Self::on_sent_with): one
+    /// eighth of the current wait, so a busy stream's lower bound is never
+    /// more than that early; at least 1 µs, so a period always ends after it
+    /// starts.
+    #[inline]
+    fn sample_us(&self) -> u64 {
+        (self.wait_us() >> 3).max(1)
     }
 
     /// The current wait: the interval shortened by a random fraction in
@@ -1098,5 +1258,134 @@ mod tests {
         ka.handle_timeout(end);
         let _ = ka.poll_keepalive(end);
         let _ = ka.poll_event();
+    }
+
+    /// Drives `ka` promptly (every deadline handled when it comes) with
+    /// untimed messages at `messages` (sorted, µs) until `end`; returns the
+    /// keepalive instants and how many times the clock was read.
+    fn drive_untimed(ka: &mut Keepalive, messages: &[u64], end: u64) -> (Vec<u64>, usize) {
+        let (mut sent, mut reads) = (Vec::new(), 0);
+        let mut messages = messages.iter().copied().peekable();
+        loop {
+            let timer = ka.poll_timeout().map(Instant::as_micros);
+            match (timer, messages.peek().copied()) {
+                (Some(t), m) if t <= end && m.is_none_or(|m| t < m) => {
+                    ka.handle_timeout(Instant::from_micros(t));
+                    if ka.poll_keepalive(Instant::from_micros(t)) {
+                        sent.push(t);
+                    }
+                }
+                (_, Some(m)) if m <= end => {
+                    messages.next();
+                    let read = ka.on_sent_with(|| {
+                        reads += 1;
+                        Instant::from_micros(m)
+                    });
+                    if let Some(t) = read {
+                        assert_eq!(t.as_micros(), m);
+                    }
+                }
+                _ => return (sent, reads),
+            }
+        }
+    }
+
+    #[test]
+    fn untimed_busy_stream_sends_nothing_and_reads_the_clock_once_per_period() {
+        // 1 s interval: periods of 125 ms. A message every 10 ms for 5 s.
+        let mut ka = supported(every(1_000));
+        let messages: Vec<u64> = (1..=500).map(|i| i * 10_000).collect();
+        let (sent, reads) = drive_untimed(&mut ka, &messages, 5_000_000);
+        assert!(sent.is_empty(), "keepalives on a busy stream: {sent:?}");
+        // One timed message starts sampling; after that only the 64th in a
+        // row is timed (12.5 messages per period, so never here).
+        assert_eq!(reads, 1);
+    }
+
+    #[test]
+    fn untimed_keepalive_is_never_late_and_at_most_an_eighth_early() {
+        for last in [3_000_000u64, 3_050_000, 3_124_999, 3_125_000, 3_125_001] {
+            let mut ka = supported(every(1_000));
+            let mut messages: Vec<u64> = (1..300).map(|i| i * 10_000).collect();
+            messages.push(last);
+            let (sent, _) = drive_untimed(&mut ka, &messages, 10_000_000);
+            let first = sent[0];
+            assert!(first <= last + 1_000_000, "late: {first} after {last}");
+            assert!(first >= last + 875_000, "too early: {first} after {last}");
+            // Then a keepalive every interval, exactly.
+            assert!(
+                sent.windows(2).all(|w| w[1] - w[0] == 1_000_000),
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn untimed_message_after_a_quiet_spell_starts_a_period() {
+        let mut ka = supported(every(1_000));
+        assert_eq!(ka.poll_timeout(), Some(ms(1_000)));
+        assert_eq!(ka.on_sent_with(|| ms(400)), Some(ms(400)));
+        // The period ends an eighth of the interval later: re-arm earlier.
+        assert_eq!(ka.poll_timeout(), Some(Instant::from_micros(525_000)));
+        assert_eq!(ka.on_sent_with(|| unreachable!()), None);
+    }
+
+    #[test]
+    fn every_64th_untimed_message_in_a_row_is_timed() {
+        let mut ka = supported(every(1_000));
+        let mut reads = 0;
+        for i in 0..(3 * u64::from(UNTIMED_MAX)) {
+            let read = ka.on_sent_with(|| ms(i));
+            reads += usize::from(read.is_some());
+        }
+        assert_eq!(reads, 3);
+        // Handled late (the period ended at 125 ms), the last timed message,
+        // at 128 ms, is what the deadline counts from.
+        ka.handle_timeout(ms(1_000));
+        ka.handle_timeout(ms(1_127));
+        assert!(!ka.poll_keepalive(ms(1_127)));
+        ka.handle_timeout(ms(1_128));
+        assert!(ka.poll_keepalive(ms(1_128)));
+    }
+
+    #[test]
+    fn untimed_messages_read_no_clock_when_nothing_can_be_sent() {
+        let never = || -> Instant { panic!("clock read") };
+        let mut fixed = Keepalive::new(every(1_000).with_policy(Policy::Fixed), ms(0));
+        fixed.set_peer_support(ms(0), true);
+        assert_eq!(fixed.on_sent_with(never), None);
+        let mut refused = Keepalive::new(every(1_000), ms(0));
+        refused.set_peer_support(ms(0), false);
+        assert_eq!(refused.on_sent_with(never), None);
+        let mut closed = supported(every(1_000));
+        closed.close_send();
+        assert_eq!(closed.on_sent_with(never), None);
+    }
+
+    #[test]
+    fn untimed_message_withdraws_a_due_keepalive_and_counts_before_support() {
+        let mut ka = supported(every(1_000));
+        ka.handle_timeout(ms(1_000)); // due
+        assert_eq!(ka.on_sent_with(|| ms(1_200)), Some(ms(1_200)));
+        assert!(!ka.poll_keepalive(ms(1_300)));
+        assert_eq!(ka.poll_timeout(), Some(ms(2_200)));
+
+        let mut unknown = Keepalive::new(every(1_000), ms(0));
+        assert_eq!(unknown.on_sent_with(|| ms(700)), Some(ms(700)));
+        unknown.set_peer_support(ms(900), true);
+        assert_eq!(unknown.poll_timeout(), Some(ms(1_700)));
+    }
+
+    #[test]
+    fn late_handle_timeout_after_untimed_messages_is_early_not_late() {
+        // The caller is busy and handles the period's end 3 s late: the
+        // untimed messages count as sent at the period's start, so the
+        // keepalive goes out at once (early), never later.
+        let mut ka = supported(every(1_000));
+        assert!(ka.on_sent_with(|| ms(100)).is_some());
+        assert_eq!(ka.on_sent_with(|| unreachable!()), None);
+        ka.handle_timeout(ms(3_225));
+        assert!(ka.poll_keepalive(ms(3_225)));
+        assert_eq!(ka.poll_timeout(), Some(ms(4_225)));
     }
 }

@@ -58,6 +58,8 @@ enum Op {
     /// Advance the clock by this many microseconds.
     Advance(u64),
     Sent,
+    /// `on_sent_with`: the clock is read only if the machine asks.
+    SentUntimed,
     Received(u8),
     Support(bool),
     Expect(bool),
@@ -74,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u64..400_000).prop_map(Op::Advance),
         3 => Just(Op::Sent),
+        3 => Just(Op::SentUntimed),
         2 => (0u8..3).prop_map(Op::Received),
         2 => prop::bool::weighted(0.8).prop_map(Op::Support),
         1 => prop::bool::weighted(0.8).prop_map(Op::Expect),
@@ -94,6 +97,9 @@ struct Model {
     timeout: Option<u64>,
     support: Option<bool>,
     send_closed: bool,
+    /// The last activity whose time the machine was given: `on_sent`, a
+    /// clock read by `on_sent_with`, a keepalive. Untimed messages may make
+    /// an Idle keepalive early (never late), but never earlier than this.
     last_activity: u64,
     last_keepalive: Option<u64>,
     expected: bool,
@@ -143,6 +149,23 @@ fn run_script(cfg: Config, seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Sent => {
                 ka.on_sent(us(now));
                 m.last_activity = now;
+            }
+            Op::SentUntimed => {
+                let before = ka.poll_timeout();
+                let mut reads = 0;
+                let read = ka.on_sent_with(|| {
+                    reads += 1;
+                    us(now)
+                });
+                prop_assert_eq!(read.is_some(), reads == 1, "Some iff the clock was read");
+                if read.is_some() {
+                    m.last_activity = now;
+                } else {
+                    prop_assert_eq!(ka.poll_timeout(), before, "untimed moved the deadline");
+                }
+                if m.fixed || m.support == Some(false) || m.send_closed {
+                    prop_assert_eq!(reads, 0, "clock read where no keepalive depends on it");
+                }
             }
             Op::Received(k) => {
                 let kind = [
@@ -375,6 +398,53 @@ proptest! {
         run_deadlines(&mut ka, &mut now, last + interval, &mut sent)?;
         prop_assert_eq!(sent.len(), 1, "exactly one keepalive after the traffic stopped");
         prop_assert!(sent[0] >= last + min_wait && sent[0] <= last + interval, "at {} after {}", sent[0], last);
+    }
+
+    /// Idle with untimed messages (`on_sent_with`), driven promptly:
+    /// messages closer than `interval * (1 - jitter) - interval / 8` leave no
+    /// room for a keepalive; once they stop, one comes never later than with
+    /// timed messages, and at most an eighth of the interval earlier.
+    #[test]
+    fn idle_untimed_busy_stream_sends_nothing_then_resumes(
+        interval_ms in 2u64..1_000,
+        jitter_k in prop_oneof![Just(0u64), 0u64..=128],
+        seed in any::<u64>(),
+        gaps in prop::collection::vec(0.0f64..1.0, 1..200),
+    ) {
+        let interval = interval_ms * 1_000;
+        let min_wait = interval * (256 - jitter_k) / 256;
+        let max_gap = min_wait - interval / 8;
+        let mut ka = Keepalive::new(config(interval_ms, Policy::Idle, jitter_k, None), us(0)).with_seed(seed);
+        ka.set_peer_support(us(0), true);
+        let (mut now, mut sent, mut last, mut reads) = (0, Vec::new(), 0, 0u32);
+        let messages = gaps.len() as u64;
+        for g in gaps {
+            let at = last + (g * (max_gap - 1) as f64) as u64;
+            run_deadlines(&mut ka, &mut now, at, &mut sent)?;
+            prop_assert!(sent.is_empty(), "keepalive at {:?} on a busy stream", sent);
+            now = at;
+            let read = ka.on_sent_with(|| us(at));
+            reads += u32::from(read.is_some());
+            if let Some(t) = ka.poll_timeout() {
+                // A period that started in the past may already be over.
+                if t.as_micros() <= now {
+                    ka.handle_timeout(us(now));
+                }
+            }
+            prop_assert!(!ka.poll_keepalive(us(at)));
+            last = at;
+        }
+        run_deadlines(&mut ka, &mut now, last + interval, &mut sent)?;
+        prop_assert!(!sent.is_empty(), "no keepalive within an interval of the last message");
+        prop_assert!(
+            sent[0] + interval / 8 >= last + min_wait && sent[0] <= last + interval,
+            "at {} after {}", sent[0], last
+        );
+        prop_assert!(sent.windows(2).all(|w| w[1] - w[0] >= min_wait), "{:?}", sent);
+        // The clock: at most once per period of quiet-then-busy, plus every
+        // 64th message in a row.
+        let periods = last / (min_wait / 8).max(1) + 1;
+        prop_assert!(u64::from(reads) <= periods.min(messages), "{} reads", reads);
     }
 
     /// A keepalive that falls due while the sink is busy stays due: it comes
