@@ -68,9 +68,25 @@ pin_project! {
     /// # Activity
     ///
     /// Every write that hands application bytes to the transport counts as
-    /// activity (one clock read and one store per write call): under the
-    /// default [`Policy::Idle`](crate::core::Policy::Idle) a busy stream sends
-    /// no keepalives.
+    /// activity: under the default [`Policy::Idle`](crate::core::Policy::Idle)
+    /// a busy stream sends no keepalives. A write does not read the clock:
+    /// the writer samples (see
+    /// [`Keepalive::on_sent_with`](crate::core::Keepalive::on_sent_with)).
+    /// The first write after a quiet spell and every 64th in a row read it;
+    /// the others only count, and the timer, which wakes once per eighth of
+    /// the interval while the stream is busy, dates them. So a keepalive is
+    /// never later than `interval` after the last write, and at most an
+    /// eighth of the interval earlier, as long as
+    /// [`poll_keepalive`](Self::poll_keepalive) is polled whenever the task
+    /// is not writing (a [`Driver`](crate::Driver) does).
+    ///
+    /// Keepalives fall due through the timer, that is in
+    /// [`poll_keepalive`](Self::poll_keepalive); `poll_write` inserts one the
+    /// timer found due but could not write (the application was mid-frame).
+    /// Under [`Policy::Fixed`](crate::core::Policy::Fixed), a keepalive that
+    /// falls due while the application writes without ever polling
+    /// `poll_keepalive` waits for its next poll: a busy stream needs none to
+    /// stay alive.
     ///
     /// # Example
     ///
@@ -280,10 +296,10 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
                 *this.unflushed = false;
                 return Poll::Ready(Ok(()));
             }
-            if !this.tracker.is_at_boundary() {
-                return Poll::Pending;
-            }
-            if *this.maybe_due {
+            // Mid-frame nothing may go in, but the timer still runs: its
+            // wake-ups date the application's writes (see `on_sent_with`).
+            let at_boundary = this.tracker.is_at_boundary();
+            if *this.maybe_due && at_boundary {
                 *this.maybe_due = false;
                 let now = fired_at.take().unwrap_or_else(|| this.slot.now());
                 let sent = this.machine.poll_keepalive(now);
@@ -382,8 +398,8 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
     /// next writes.
     ///
     /// [`Driver`](crate::Driver) passes one `now` to every write of one of
-    /// its polls: one clock read per driver poll (and none in a poll that
-    /// writes nothing), instead of one per item. Time does not meaningfully
+    /// its polls: at most one clock read per driver poll (usually none: the
+    /// writer samples), instead of one per item that needs it. Time does not meaningfully
     /// advance within one poll (its writes hand bytes to the transport
     /// without waiting, and it yields after at most `FRAMES_PER_POLL` items),
     /// so the instant recorded for the last write of a poll is early by the
@@ -409,17 +425,13 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
             if checked || !this.tracker.is_at_boundary() {
                 break;
             }
-            // At a boundary: a keepalive that is due goes first. The clock is
-            // read at most once per call (none if the caller passed `now`)
-            // and reused below.
+            // At a boundary: a keepalive that the timer (or a clock read
+            // below) found due goes first. No clock read otherwise: the
+            // timer is what finds keepalives due.
             checked = true;
-            let t = *now.get_or_insert_with(|| this.slot.now());
-            if this.machine.poll_timeout().is_some_and(|at| at <= t) {
-                this.machine.handle_timeout(t);
-                *this.maybe_due = true;
-            }
             if *this.maybe_due {
                 *this.maybe_due = false;
+                let t = *now.get_or_insert_with(|| this.slot.now());
                 if this.machine.poll_keepalive(t) {
                     *this.keepalive_written = 0;
                 }
@@ -434,8 +446,21 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
             if let Err(e) = this.tracker.advance(written) {
                 *this.failed = Some(e);
             }
-            let t = *now.get_or_insert_with(|| this.slot.now());
-            this.machine.on_sent(t);
+            // The machine reads the clock only for the first write after a
+            // quiet spell and every 64th in a row (`Keepalive::on_sent_with`).
+            let slot = this.slot.as_mut();
+            let read = this
+                .machine
+                .on_sent_with(|| *now.get_or_insert_with(|| slot.now()));
+            if let Some(t) = read {
+                // A sampling period started (its end may be earlier than the
+                // sleep), or one may be over: keep the timer in step.
+                if this.machine.poll_timeout().is_some_and(|at| at <= t) {
+                    this.machine.handle_timeout(t);
+                    *this.maybe_due = true;
+                }
+                this.slot.as_mut().arm(t, this.machine.poll_timeout());
+            }
         }
         Poll::Ready(Ok(n))
     }
@@ -448,8 +473,7 @@ impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // One clock read per call that hands bytes to the transport (or
-        // that checks for a due keepalive at a boundary), and never two.
+        // At most one clock read per call, and for most calls none.
         self.poll_write_at(cx, buf, &mut None)
     }
 

@@ -59,20 +59,51 @@ fn a_due_keepalive_waits_for_the_frame_boundary() {
 }
 
 #[test]
-fn a_keepalive_due_at_a_write_goes_before_it_even_in_pieces() {
+fn a_keepalive_due_mid_frame_goes_before_the_next_frame_even_in_pieces() {
+    // Fixed policy: a keepalive the timer finds due while the application is
+    // mid-frame is not withdrawn by the rest of that frame.
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(4, 5); // at most 5 bytes per write
+    let config = config().with_policy(inlinekeepalive::core::Policy::Fixed);
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(true);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config).peer_supports_keepalives(true);
+    assert!(poll_once(&mut writer.keepalive()).is_ready()); // Fixed: one at once
     let a = frame(&[1; 10]);
     let b = frame(&[2; 10]);
-    write_all(&mut writer, &a);
+    write_all(&mut writer, &a[..7]);
     timer.advance(INTERVAL * 2);
+    assert!(poll_once(&mut writer.keepalive()).is_pending()); // due, mid-frame
+    write_all(&mut writer, &a[7..]);
     write_all(&mut writer, &b);
     let raw = pipe.take_all();
-    assert_eq!(frames_of(&raw), vec![a, KEEPALIVE_FRAME.to_vec(), b]);
-    assert_eq!(writer.stats().keepalives_sent, 1);
+    assert_eq!(
+        frames_of(&raw),
+        vec![KEEPALIVE_FRAME.to_vec(), a, KEEPALIVE_FRAME.to_vec(), b]
+    );
+    assert_eq!(writer.stats().keepalives_sent, 2);
     assert_eq!(writer.stats().frames_written, 2);
+}
+
+#[test]
+fn idle_writes_after_a_long_frame_send_no_early_keepalive() {
+    // A frame written in many pieces over several intervals, with the task
+    // polling `keepalive()` in between: the writes are dated by the timer's
+    // wake-ups, so no keepalive goes out until an interval after the last.
+    let timer = MockTimer::new();
+    let pipe = ChunkyPipe::new(7, 5);
+    let mut writer =
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(true);
+    let app = frame(&[3; 200]);
+    for piece in app.chunks(5) {
+        write_all(&mut writer, piece);
+        timer.advance(INTERVAL / 4);
+        assert!(poll_once(&mut writer.keepalive()).is_pending());
+    }
+    assert_eq!(pipe.take_all(), app);
+    assert_eq!(writer.stats().keepalives_sent, 0);
+    timer.advance(INTERVAL);
+    assert!(poll_once(&mut writer.keepalive()).is_ready());
+    assert_eq!(pipe.take_all(), KEEPALIVE_FRAME);
 }
 
 #[test]
