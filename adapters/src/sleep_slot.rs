@@ -80,7 +80,7 @@ impl Armed {
 }
 
 pin_project! {
-    /// The sleep of one wrapped stream and the clock that maps its time.
+    /// The sleep of one wrapped stream.
     ///
     /// The sleep is stored inline (no allocation of its own), created the
     /// first time a deadline is armed and dropped by
@@ -93,23 +93,36 @@ pin_project! {
     /// with `Ready` and reused by the caller), none to re-arm after it
     /// ([`arm`](Self::arm) takes that instant), none to re-poll a sleep that
     /// was just armed (the sleep checks its own deadline).
+    ///
+    /// Core time is the timer's time relative to
+    /// [`Timer::origin`] (by default one origin for the whole process), so
+    /// the slot stores no origin of its own.
     pub(crate) struct SleepSlot<T: Timer> {
         #[pin]
         sleep: Option<T::Sleep>,
         timer: T,
-        clock: Clock,
         armed: Armed,
     }
 }
 
+/// The clock of `timer`'s time.
+#[inline]
+fn clock<T: Timer>(timer: &T) -> Clock {
+    Clock::new(timer.origin())
+}
+
+/// The current core time of `timer`.
+#[inline]
+fn now<T: Timer>(timer: &T) -> Instant {
+    clock(timer).to_core(timer.now())
+}
+
 impl<T: Timer> SleepSlot<T> {
-    /// A deadline whose core time 0 is the timer's `now()`.
+    /// A slot with no sleep yet.
     pub(crate) fn new(timer: T) -> Self {
-        let clock = Clock::new(timer.now());
         Self {
             sleep: None,
             timer,
-            clock,
             armed: Armed::OFF,
         }
     }
@@ -117,7 +130,7 @@ impl<T: Timer> SleepSlot<T> {
     /// The current core time.
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        self.clock.to_core(self.timer.now())
+        now(&self.timer)
     }
 
     /// Whether a sleep is allocated (for tests of release on drop/close).
@@ -148,17 +161,17 @@ impl<T: Timer> SleepSlot<T> {
             // Registered and polled again: most likely the sleep's wake-up.
             // The clock decides, and the sleep is polled only if it is early
             // (to refresh the waker).
-            let now = this.clock.to_core(this.timer.now());
+            let now = now(this.timer);
             if now >= at {
                 return Poll::Ready(now);
             }
         } else {
             // A new deadline: it may have passed already.
-            let now = this.clock.to_core(this.timer.now());
+            let now = now(this.timer);
             if now >= at {
                 return Poll::Ready(now);
             }
-            set(this.sleep.as_mut(), this.timer, this.clock, at);
+            set(this.sleep.as_mut(), this.timer, at);
         }
         *this.armed = Armed::waiting(at);
         let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
@@ -171,11 +184,12 @@ impl<T: Timer> SleepSlot<T> {
         // have fired early by the clock's reckoning (a coarse timer, or a
         // mocked clock): re-arm it then, and if it fires again at once, come
         // back through the executor rather than spin here.
-        let now = this.clock.to_core(this.timer.now());
+        let now = now(this.timer);
         if now >= at {
             return Poll::Ready(now);
         }
-        this.timer.reset(sleep.as_mut(), this.clock.to_std(at));
+        this.timer
+            .reset(sleep.as_mut(), clock(this.timer).to_std(at));
         if sleep.poll(cx).is_ready() {
             cx.waker().wake_by_ref();
         }
@@ -194,7 +208,7 @@ impl<T: Timer> SleepSlot<T> {
         if at <= now || this.armed.is_for(at) {
             return;
         }
-        set(this.sleep.as_mut(), this.timer, this.clock, at);
+        set(this.sleep.as_mut(), this.timer, at);
         *this.armed = Armed::set(at);
     }
 
@@ -208,8 +222,8 @@ impl<T: Timer> SleepSlot<T> {
 
 /// Moves the sleep to `at`, creating it the first time.
 #[inline]
-fn set<T: Timer>(mut sleep: Pin<&mut Option<T::Sleep>>, timer: &T, clock: &Clock, at: Instant) {
-    let deadline = clock.to_std(at);
+fn set<T: Timer>(mut sleep: Pin<&mut Option<T::Sleep>>, timer: &T, at: Instant) {
+    let deadline = clock(timer).to_std(at);
     match sleep.as_mut().as_pin_mut() {
         Some(existing) => timer.reset(existing, deadline),
         None => sleep.set(Some(timer.sleep_until(deadline))),

@@ -34,6 +34,29 @@ pub trait Timer: Clone + Send + Sync + 'static {
     fn now(&self) -> Instant {
         Instant::now()
     }
+
+    /// The instant that the core's time 0 stands for: the wrappers map
+    /// [`now`](Timer::now) and their deadlines to the core's microsecond
+    /// [`Instant`](crate::core::Instant) relative to it (see
+    /// [`Clock`](crate::clock::Clock)). It MUST return the same instant on
+    /// every call, for the timer and its clones, and SHOULD be at or before
+    /// every instant `now` returns: one before it maps to core time 0 (so a
+    /// stream would see no time pass until its clock reached the origin).
+    ///
+    /// The default is [`process_origin`](crate::clock::process_origin), a
+    /// day before the process first asked for it; keep it unless `now` can
+    /// return instants from before then, for example a mocked clock that
+    /// starts in the past (one that starts at `Instant::now()` is fine).
+    ///
+    /// ```
+    /// use inlinekeepalive::{clock, timer::{NoTimer, Timer}};
+    /// assert_eq!(NoTimer.origin(), clock::process_origin());
+    /// assert!(NoTimer.origin() <= NoTimer.now());
+    /// ```
+    #[inline]
+    fn origin(&self) -> Instant {
+        crate::clock::process_origin()
+    }
 }
 
 #[cfg(feature = "futures-timer")]
