@@ -453,13 +453,16 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
                 .machine
                 .on_sent_with(|| *now.get_or_insert_with(|| slot.now()));
             if let Some(t) = read {
-                // A sampling period started (its end may be earlier than the
-                // sleep), or one may be over: keep the timer in step.
+                // A sampling period may be over already. One that started
+                // (its end may be earlier than the sleep) needs no re-arm
+                // here: the next `poll_keepalive` sees the new deadline.
+                // Arming now would create the sleep, a runtime timer entry,
+                // on the first write of every stream, even one that is only
+                // ever written to.
                 if this.machine.poll_timeout().is_some_and(|at| at <= t) {
                     this.machine.handle_timeout(t);
                     *this.maybe_due = true;
                 }
-                this.slot.as_mut().arm(t, this.machine.poll_timeout());
             }
         }
         Poll::Ready(Ok(n))
