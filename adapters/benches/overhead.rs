@@ -16,14 +16,14 @@
 //! run:
 //!
 //! - one `write_all` per frame (`*_1KiB_frames`): the wrapper's fixed cost
-//!   per write in full, since the clock is read once per write;
+//!   per write in full (the writer samples the clock: the first write and
+//!   every 64th in a row read it);
 //! - batched (`*_batched16`): 16 frames per `write_all` (an application or a
-//!   codec that buffers), so one clock read per 16 frames;
+//!   codec that buffers);
 //! - driver (`duplex_driver`): frames sent through a `FrameSender` to a
-//!   spawned `Driver`, which reads the clock once per poll for all the
-//!   frames it writes in it; unwrapped, the same bounded channel drained by
-//!   a plain forwarding task. Driver, task and pipe live across iterations
-//!   (a stream's steady state, not its setup).
+//!   spawned `Driver`; unwrapped, the same bounded channel drained by a
+//!   plain forwarding task. Driver, task and pipe live across iterations (a
+//!   stream's steady state, not its setup).
 //!
 //! `cargo bench -p inlinekeepalive --bench overhead`
 //!

@@ -48,10 +48,13 @@ pin_project! {
     /// cancels the stream: frames not yet written are discarded, and the
     /// senders get [`DriverStopped`].
     ///
-    /// The driver reads the clock once per poll for all the frames it writes
-    /// in that poll (a [`KeepaliveWriter`] used directly reads it once per
-    /// write): they count as sent at that instant, which is early by at most
-    /// the poll's own duration (microseconds; the poll never waits).
+    /// Frames are dated as [`KeepaliveWriter`] dates writes (most read no
+    /// clock; see its "Activity" section), and the driver reads the clock at
+    /// most once per poll for the writes of that poll that need it: they
+    /// count as sent at that instant, early by at most the poll's own
+    /// duration (microseconds; the poll never waits). The driver polls the
+    /// timer whenever its queue is empty, so a keepalive follows the last
+    /// frame after between seven eighths of the interval and the interval.
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -137,8 +140,8 @@ impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Future for Driver<W, T, B> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let mut budget = FRAMES_PER_POLL;
-        // One clock read for every write of this poll, made by the first
-        // write that needs it (see `KeepaliveWriter::poll_write_at`).
+        // At most one clock read for the writes of this poll, made by the
+        // first write that needs it (see `KeepaliveWriter::poll_write_at`).
         let mut now = None;
         loop {
             // 1. Finish the item in hand.
