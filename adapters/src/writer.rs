@@ -349,18 +349,26 @@ where
     }
 }
 
-/// The sticky errors.
+/// The sticky errors. Inlined into every write; the error itself is built
+/// out of line.
+#[inline]
 fn check(failed: &Option<FrameError>, closed: bool) -> io::Result<()> {
-    if let Some(e) = *failed {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+    if failed.is_none() && !closed {
+        return Ok(());
     }
-    if closed {
-        return Err(io::Error::new(
+    Err(sticky_error(*failed))
+}
+
+#[cold]
+#[inline(never)]
+fn sticky_error(failed: Option<FrameError>) -> io::Error {
+    match failed {
+        Some(e) => io::Error::new(io::ErrorKind::InvalidInput, e),
+        None => io::Error::new(
             io::ErrorKind::BrokenPipe,
             "keepalive writer used after close",
-        ));
+        ),
     }
-    Ok(())
 }
 
 /// Writes the rest of the keepalive in flight, if one is. `Ready(Ok(true))`
