@@ -1,6 +1,6 @@
 //! One resettable sleep per wrapped stream, kept in step with the core's
-//! deadline (STYLE C7): re-armed only when the deadline moves, and checked
-//! against the clock rather than trusted.
+//! deadline (STYLE C7): re-armed only when the deadline moves; its wake-up
+//! is taken as the deadline itself, and the clock overrules it when it lags.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use crate::timer::Timer;
 ///   decides (reading its own clock) whether `at` has come;
 /// - `at | WAITING` (top bit set): *waiting*: set for `at` and pending when
 ///   last polled, so the task is registered on it: the next poll is most
-///   likely its wake-up, and one clock read decides.
+///   likely its wake-up, and if the sleep completes, `at` has come.
 ///
 /// A deadline that does not fit in 63 bits (over 292,000 years from the
 /// origin) is stored as `OFF`: it then never matches, so the sleep is reset
@@ -89,10 +89,45 @@ pin_project! {
     /// this crate has an `Unpin` sleep (tokio's, which is not, is boxed by
     /// `TokioTimer`).
     ///
-    /// Clock reads: one per wake-up of the sleep (the instant is handed out
-    /// with `Ready` and reused by the caller), none to re-arm after it
-    /// ([`arm`](Self::arm) takes that instant), none to re-poll a sleep that
-    /// was just armed (the sleep checks its own deadline).
+    /// Clock reads: none on the wake-up of the sleep, none to re-arm after it
+    /// ([`arm`](Self::arm) takes the instant [`poll`](Self::poll) returned),
+    /// none to re-poll a sleep that was just armed (the sleep checks its own
+    /// deadline). One when a deadline is new, and one when the task is
+    /// polled while the sleep is still pending.
+    ///
+    /// # The wake-up stands for the deadline
+    ///
+    /// When a sleep that was pending for `at` completes, `poll` returns
+    /// `Ready(at)`: the deadline itself is the "now" the caller hands to the
+    /// state machine, with no clock read and no conversion. This needs the
+    /// timer's sleeps to complete only once the timer's own
+    /// [`now`](Timer::now) has reached their deadline, which every timer of
+    /// this crate does: async-io's `Timer` compares `Instant::now()` (the
+    /// clock of `AsyncIoTimer::now`) with the very instant it was set to;
+    /// futures-timer's `Delay` is set to `Instant::now() + (deadline - now)`
+    /// with the second `now` read later, so not before the deadline, and its
+    /// thread fires it once its clock has passed that; tokio rounds a
+    /// deadline up to its next millisecond tick and fires it once its clock
+    /// (the one `TokioTimer::now` reads, paused or not) has passed that tick;
+    /// `NoTimer`'s never complete; the tests' `MockTimer` completes exactly
+    /// when its mocked `now` reaches the deadline. A timer that completes
+    /// early makes the wrapper act early by as much (documented on
+    /// [`Timer`]).
+    ///
+    /// What it changes: the instant is a lower bound of the true time, late
+    /// by the executor's latency. A keepalive counts as sent when it was due,
+    /// so the next one is due exactly one interval after that, not after the
+    /// moment it ran: keepalives keep a fixed phase, like an interval timer
+    /// (no drift, and the streams that share a deadline keep sharing it, so
+    /// the runtime's timers fire in batches), and each comes early by the
+    /// previous one's lateness at most, which never hurts a keepalive. A
+    /// silent peer is reported at the same moment, with `silent_for`
+    /// understated by the lateness. If the task ran so late that the next
+    /// deadline had passed too, the sleep completes on its first poll after
+    /// being set; the clock decides then: a stream that stalled for more
+    /// than an interval sends two keepalives back to back (the one due at
+    /// `at`, then the next, overdue too, at the clock's time) and resumes
+    /// from the real time, never a burst of catch-ups.
     ///
     /// Core time is the timer's time relative to
     /// [`Timer::origin`] (by default one origin for the whole process), so
@@ -140,9 +175,11 @@ impl<T: Timer> SleepSlot<T> {
 
     /// Arms the sleep for `next` and waits for it.
     ///
-    /// Returns `Ready(now)` once the clock has reached `next`, whatever the
-    /// sleep says; `Pending` with the task registered on the sleep otherwise,
-    /// and `Pending` without any registration when `next` is `None`.
+    /// Returns `Ready(now)` once `next` has come, `Pending` with the task
+    /// registered on the sleep otherwise, and `Pending` without any
+    /// registration when `next` is `None`. The instant returned is never
+    /// before `next`: on the wake-up of the sleep it is `next` itself (see
+    /// the type's docs), otherwise the clock's reading.
     #[inline]
     pub(crate) fn poll(
         self: Pin<&mut Self>,
@@ -154,18 +191,8 @@ impl<T: Timer> SleepSlot<T> {
             *this.armed = Armed::OFF;
             return Poll::Pending;
         };
-        if this.armed.is_set_for(at) {
-            // Armed for `at` and not polled since: the sleep itself says
-            // whether `at` has come; no clock read of ours.
-        } else if this.armed.is_waiting_for(at) {
-            // Registered and polled again: most likely the sleep's wake-up.
-            // The clock decides, and the sleep is polled only if it is early
-            // (to refresh the waker).
-            let now = now(this.timer);
-            if now >= at {
-                return Poll::Ready(now);
-            }
-        } else {
+        let waiting = this.armed.is_waiting_for(at);
+        if !waiting && !this.armed.is_set_for(at) {
             // A new deadline: it may have passed already.
             let now = now(this.timer);
             if now >= at {
@@ -178,12 +205,28 @@ impl<T: Timer> SleepSlot<T> {
             return Poll::Pending;
         };
         if sleep.as_mut().poll(cx).is_pending() {
+            if waiting {
+                // Registered, and polled for another reason, or the timer
+                // lags behind its clock (tokio's driver, futures-timer's
+                // thread): the clock decides (STYLE C7).
+                let now = now(this.timer);
+                if now >= at {
+                    return Poll::Ready(now);
+                }
+            }
             return Poll::Pending;
         }
-        // The sleep says `at` has come: check it against the clock. It may
-        // have fired early by the clock's reckoning (a coarse timer, or a
-        // mocked clock): re-arm it then, and if it fires again at once, come
-        // back through the executor rather than spin here.
+        if waiting {
+            // The wake-up of a sleep that was pending for `at`: `at` has
+            // come by the timer's own clock. It stands for now: no clock
+            // read, and the next deadline is exactly one wait after it.
+            return Poll::Ready(at);
+        }
+        // Ready on its first poll after being set: `at` had already passed
+        // when it was set (the task ran late), or the timer completes early.
+        // The clock decides, so a late task resumes from the real time (one
+        // catch-up, not a burst). If it is early, re-arm it, and if it fires
+        // again at once, come back through the executor rather than spin.
         let now = now(this.timer);
         if now >= at {
             return Poll::Ready(now);
@@ -236,5 +279,132 @@ impl<T: Timer + std::fmt::Debug> std::fmt::Debug for SleepSlot<T> {
             .field("timer", &self.timer)
             .field("armed", &self.armed.at())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant as StdInstant};
+
+    use super::*;
+
+    /// A mocked clock whose sleeps complete once it reaches their deadline
+    /// (`fires`), or never (a timer that lags behind its clock).
+    #[derive(Clone, Debug)]
+    struct Mock {
+        now: Arc<Mutex<StdInstant>>,
+        fires: bool,
+    }
+
+    struct MockSleep {
+        mock: Mock,
+        deadline: StdInstant,
+    }
+
+    impl Future for MockSleep {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if self.mock.fires && self.mock.now() >= self.deadline {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl Timer for Mock {
+        type Sleep = MockSleep;
+        fn sleep_until(&self, deadline: StdInstant) -> MockSleep {
+            MockSleep {
+                mock: self.clone(),
+                deadline,
+            }
+        }
+        fn reset(&self, sleep: Pin<&mut MockSleep>, deadline: StdInstant) {
+            sleep.get_mut().deadline = deadline;
+        }
+        fn now(&self) -> StdInstant {
+            *self.now.lock().unwrap()
+        }
+    }
+
+    impl Mock {
+        fn new(fires: bool) -> Self {
+            Self {
+                now: Arc::new(Mutex::new(StdInstant::now())),
+                fires,
+            }
+        }
+        fn advance_ms(&self, ms: u64) {
+            *self.now.lock().unwrap() += Duration::from_millis(ms);
+        }
+    }
+
+    fn poll(slot: &mut Pin<Box<SleepSlot<Mock>>>, next: Instant) -> Poll<Instant> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        slot.as_mut().poll(&mut cx, Some(next))
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_wake_up_of_a_sleep_stands_for_its_deadline() {
+        let timer = Mock::new(true);
+        let mut slot = Box::pin(SleepSlot::new(timer.clone()));
+        let at = slot.now() + ms(100);
+        assert!(poll(&mut slot, at).is_pending());
+        timer.advance_ms(130); // the task runs 30 ms late
+        assert_eq!(
+            poll(&mut slot, at),
+            Poll::Ready(at),
+            "the deadline, no drift"
+        );
+        // The next deadline, one interval after the last: not reached yet.
+        let next = at + ms(100);
+        slot.as_mut().arm(at, Some(next));
+        assert!(poll(&mut slot, next).is_pending());
+        timer.advance_ms(70);
+        assert_eq!(poll(&mut slot, next), Poll::Ready(next));
+    }
+
+    #[test]
+    fn a_task_later_than_the_next_deadline_resumes_from_the_clock() {
+        let timer = Mock::new(true);
+        let mut slot = Box::pin(SleepSlot::new(timer.clone()));
+        let at = slot.now() + ms(100);
+        assert!(poll(&mut slot, at).is_pending());
+        timer.advance_ms(350); // a stall of several intervals
+        assert_eq!(poll(&mut slot, at), Poll::Ready(at));
+        let next = at + ms(100);
+        slot.as_mut().arm(at, Some(next));
+        // Already passed when it was set: the clock's time, so the deadline
+        // after it is an interval from now, not a burst of catch-ups.
+        let now = slot.now();
+        assert_eq!(now, at + ms(250));
+        assert_eq!(poll(&mut slot, next), Poll::Ready(now));
+    }
+
+    #[test]
+    fn a_lagging_timer_is_overruled_by_the_clock() {
+        let timer = Mock::new(false); // its sleeps never complete
+        let mut slot = Box::pin(SleepSlot::new(timer.clone()));
+        let at = slot.now() + ms(100);
+        assert!(poll(&mut slot, at).is_pending());
+        timer.advance_ms(99);
+        assert!(poll(&mut slot, at).is_pending());
+        timer.advance_ms(2);
+        assert_eq!(poll(&mut slot, at), Poll::Ready(at + ms(1)));
+    }
+
+    #[test]
+    fn a_deadline_already_passed_is_ready_at_once_without_a_sleep() {
+        let timer = Mock::new(true);
+        let mut slot = Box::pin(SleepSlot::new(timer.clone()));
+        let now = slot.now();
+        assert_eq!(poll(&mut slot, now), Poll::Ready(now));
+        assert!(!slot.is_allocated());
     }
 }
