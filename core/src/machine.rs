@@ -151,7 +151,9 @@ fn fold_seed(seed: u64) -> u32 {
 /// - Inputs (`handle_*`, `on_*`, `set_*`, `close_*`):
 ///   [`set_peer_support`](Self::set_peer_support),
 ///   [`expect_peer_keepalives`](Self::expect_peer_keepalives),
-///   [`on_sent`](Self::on_sent), [`on_received`](Self::on_received),
+///   [`on_sent`](Self::on_sent) (or [`on_sent_with`](Self::on_sent_with),
+///   which reads the caller's clock only now and then),
+///   [`on_received`](Self::on_received),
 ///   [`handle_timeout`](Self::handle_timeout),
 ///   [`close_send`](Self::close_send), [`close_receive`](Self::close_receive).
 /// - Outputs (`poll_*`, all `#[must_use]`):
