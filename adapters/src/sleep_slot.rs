@@ -1,6 +1,6 @@
 //! One resettable sleep per wrapped stream, kept in step with the core's
-//! deadline (STYLE C7): re-armed only when the deadline moves; its wake-up
-//! is taken as the deadline itself, and the clock overrules it when it lags.
+//! deadline (STYLE C7): re-armed only when the deadline moves, and checked
+//! against the clock rather than trusted.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use crate::timer::Timer;
 ///   decides (reading its own clock) whether `at` has come;
 /// - `at | WAITING` (top bit set): *waiting*: set for `at` and pending when
 ///   last polled, so the task is registered on it: the next poll is most
-///   likely its wake-up, and if the sleep completes, `at` has come.
+///   likely its wake-up, and one clock read decides.
 ///
 /// A deadline that does not fit in 63 bits (over 292,000 years from the
 /// origin) is stored as `OFF`: it then never matches, so the sleep is reset
@@ -89,30 +89,20 @@ pin_project! {
     /// this crate has an `Unpin` sleep (tokio's, which is not, is boxed by
     /// `TokioTimer`).
     ///
-    /// Clock reads: none on the wake-up of the sleep, none to re-arm after it
-    /// ([`arm`](Self::arm) takes the instant [`poll`](Self::poll) returned),
+    /// Clock reads: one per wake-up of the sleep, compared with the deadline
+    /// in std time (no conversion to core time); none to re-arm after it
+    /// ([`arm`](Self::arm) takes the instant [`poll`](Self::poll) returned);
     /// none to re-poll a sleep that was just armed (the sleep checks its own
-    /// deadline). One when a deadline is new, and one when the task is
-    /// polled while the sleep is still pending.
+    /// deadline).
     ///
-    /// # The wake-up stands for the deadline
+    /// # The deadline stands for now
     ///
-    /// When a sleep that was pending for `at` completes, `poll` returns
-    /// `Ready(at)`: the deadline itself is the "now" the caller hands to the
-    /// state machine, with no clock read and no conversion. This needs the
-    /// timer's sleeps to complete only once the timer's own
-    /// [`now`](Timer::now) has reached their deadline, which every timer of
-    /// this crate does: async-io's `Timer` compares `Instant::now()` (the
-    /// clock of `AsyncIoTimer::now`) with the very instant it was set to;
-    /// futures-timer's `Delay` is set to `Instant::now() + (deadline - now)`
-    /// with the second `now` read later, so not before the deadline, and its
-    /// thread fires it once its clock has passed that; tokio rounds a
-    /// deadline up to its next millisecond tick and fires it once its clock
-    /// (the one `TokioTimer::now` reads, paused or not) has passed that tick;
-    /// `NoTimer`'s never complete; the tests' `MockTimer` completes exactly
-    /// when its mocked `now` reaches the deadline. A timer that completes
-    /// early makes the wrapper act early by as much (documented on
-    /// [`Timer`]).
+    /// When the task is polled while registered for `at` (the sleep's
+    /// wake-up, as a rule) and the clock has reached `at`, `poll` returns
+    /// `Ready(at)`, not the clock's time: the deadline itself is the "now"
+    /// the caller hands to the state machine. The clock still decides
+    /// *whether* `at` has come, so this holds whatever the timer's sleeps do
+    /// (early, late or never).
     ///
     /// What it changes: the instant is a lower bound of the true time, late
     /// by the executor's latency. A keepalive counts as sent when it was due,
@@ -124,10 +114,10 @@ pin_project! {
     /// silent peer is reported at the same moment, with `silent_for`
     /// understated by the lateness. If the task ran so late that the next
     /// deadline had passed too, the sleep completes on its first poll after
-    /// being set; the clock decides then: a stream that stalled for more
-    /// than an interval sends two keepalives back to back (the one due at
-    /// `at`, then the next, overdue too, at the clock's time) and resumes
-    /// from the real time, never a burst of catch-ups.
+    /// being set, and the clock's own time is returned then: a stream that
+    /// stalled for more than an interval sends two keepalives back to back
+    /// (the one due at `at`, then the next, overdue too) and resumes from
+    /// the real time, never a burst of catch-ups.
     ///
     /// Core time is the timer's time relative to
     /// [`Timer::origin`] (by default one origin for the whole process), so
@@ -178,8 +168,9 @@ impl<T: Timer> SleepSlot<T> {
     /// Returns `Ready(now)` once `next` has come, `Pending` with the task
     /// registered on the sleep otherwise, and `Pending` without any
     /// registration when `next` is `None`. The instant returned is never
-    /// before `next`: on the wake-up of the sleep it is `next` itself (see
-    /// the type's docs), otherwise the clock's reading.
+    /// before `next` and never after the clock: on the wake-up of the sleep
+    /// it is `next` itself (see the type's docs), otherwise the clock's
+    /// reading.
     #[inline]
     pub(crate) fn poll(
         self: Pin<&mut Self>,
@@ -191,8 +182,16 @@ impl<T: Timer> SleepSlot<T> {
             *this.armed = Armed::OFF;
             return Poll::Pending;
         };
-        let waiting = this.armed.is_waiting_for(at);
-        if !waiting && !this.armed.is_set_for(at) {
+        if this.armed.is_waiting_for(at) {
+            // Registered and polled again: most likely the sleep's wake-up.
+            // The clock decides, compared in std time (no conversion of
+            // `now`), and `at` itself stands for now (see the type's docs).
+            // The sleep is polled only if `at` has not come (to refresh the
+            // waker).
+            if this.timer.now() >= clock(this.timer).to_std(at) {
+                return Poll::Ready(at);
+            }
+        } else if !this.armed.is_set_for(at) {
             // A new deadline: it may have passed already.
             let now = now(this.timer);
             if now >= at {
@@ -200,33 +199,22 @@ impl<T: Timer> SleepSlot<T> {
             }
             set(this.sleep.as_mut(), this.timer, at);
         }
+        // Set for `at` and not polled since (or early): the sleep itself says
+        // whether `at` has come; no clock read of ours.
         *this.armed = Armed::waiting(at);
         let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
         if sleep.as_mut().poll(cx).is_pending() {
-            if waiting {
-                // Registered, and polled for another reason, or the timer
-                // lags behind its clock (tokio's driver, futures-timer's
-                // thread): the clock decides (STYLE C7).
-                let now = now(this.timer);
-                if now >= at {
-                    return Poll::Ready(now);
-                }
-            }
             return Poll::Pending;
         }
-        if waiting {
-            // The wake-up of a sleep that was pending for `at`: `at` has
-            // come by the timer's own clock. It stands for now: no clock
-            // read, and the next deadline is exactly one wait after it.
-            return Poll::Ready(at);
-        }
-        // Ready on its first poll after being set: `at` had already passed
-        // when it was set (the task ran late), or the timer completes early.
-        // The clock decides, so a late task resumes from the real time (one
-        // catch-up, not a burst). If it is early, re-arm it, and if it fires
-        // again at once, come back through the executor rather than spin.
+        // The sleep says `at` has come, on its first poll after being set:
+        // `at` had already passed when it was set (the task ran later than
+        // this deadline too), or the timer completes early. The clock
+        // decides, and its time is returned, so a late task resumes from the
+        // real time instead of catching up deadline by deadline. If it is
+        // early, re-arm it, and if it fires again at once, come back through
+        // the executor rather than spin here.
         let now = now(this.timer);
         if now >= at {
             return Poll::Ready(now);
@@ -289,12 +277,20 @@ mod tests {
 
     use super::*;
 
-    /// A mocked clock whose sleeps complete once it reaches their deadline
-    /// (`fires`), or never (a timer that lags behind its clock).
+    /// A mocked clock whose sleeps complete once it reaches their deadline,
+    /// never (a timer that lags behind its clock), or at once (one that is
+    /// early).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Fires {
+        AtDeadline,
+        Never,
+        AtOnce,
+    }
+
     #[derive(Clone, Debug)]
     struct Mock {
         now: Arc<Mutex<StdInstant>>,
-        fires: bool,
+        fires: Fires,
     }
 
     struct MockSleep {
@@ -305,7 +301,12 @@ mod tests {
     impl Future for MockSleep {
         type Output = ();
         fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-            if self.mock.fires && self.mock.now() >= self.deadline {
+            let ready = match self.mock.fires {
+                Fires::AtDeadline => self.mock.now() >= self.deadline,
+                Fires::Never => false,
+                Fires::AtOnce => true,
+            };
+            if ready {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -330,7 +331,7 @@ mod tests {
     }
 
     impl Mock {
-        fn new(fires: bool) -> Self {
+        fn new(fires: Fires) -> Self {
             Self {
                 now: Arc::new(Mutex::new(StdInstant::now())),
                 fires,
@@ -352,7 +353,7 @@ mod tests {
 
     #[test]
     fn the_wake_up_of_a_sleep_stands_for_its_deadline() {
-        let timer = Mock::new(true);
+        let timer = Mock::new(Fires::AtDeadline);
         let mut slot = Box::pin(SleepSlot::new(timer.clone()));
         let at = slot.now() + ms(100);
         assert!(poll(&mut slot, at).is_pending());
@@ -372,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_task_later_than_the_next_deadline_resumes_from_the_clock() {
-        let timer = Mock::new(true);
+        let timer = Mock::new(Fires::AtDeadline);
         let mut slot = Box::pin(SleepSlot::new(timer.clone()));
         let at = slot.now() + ms(100);
         assert!(poll(&mut slot, at).is_pending());
@@ -389,19 +390,30 @@ mod tests {
 
     #[test]
     fn a_lagging_timer_is_overruled_by_the_clock() {
-        let timer = Mock::new(false); // its sleeps never complete
+        let timer = Mock::new(Fires::Never); // its sleeps never complete
         let mut slot = Box::pin(SleepSlot::new(timer.clone()));
         let at = slot.now() + ms(100);
         assert!(poll(&mut slot, at).is_pending());
         timer.advance_ms(99);
         assert!(poll(&mut slot, at).is_pending());
         timer.advance_ms(2);
-        assert_eq!(poll(&mut slot, at), Poll::Ready(at + ms(1)));
+        assert_eq!(poll(&mut slot, at), Poll::Ready(at));
+    }
+
+    #[test]
+    fn an_early_timer_is_overruled_by_the_clock() {
+        let timer = Mock::new(Fires::AtOnce);
+        let mut slot = Box::pin(SleepSlot::new(timer.clone()));
+        let at = slot.now() + ms(100);
+        assert!(poll(&mut slot, at).is_pending(), "re-armed, not trusted");
+        assert!(poll(&mut slot, at).is_pending());
+        timer.advance_ms(100);
+        assert_eq!(poll(&mut slot, at), Poll::Ready(at));
     }
 
     #[test]
     fn a_deadline_already_passed_is_ready_at_once_without_a_sleep() {
-        let timer = Mock::new(true);
+        let timer = Mock::new(Fires::AtDeadline);
         let mut slot = Box::pin(SleepSlot::new(timer.clone()));
         let now = slot.now();
         assert_eq!(poll(&mut slot, now), Poll::Ready(now));

@@ -20,15 +20,6 @@ use std::time::Instant;
 /// `Unpin` unless you pin the wrappers yourself.
 pub trait Timer: Clone + Send + Sync + 'static {
     /// The sleep future; completes at its deadline.
-    ///
-    /// It SHOULD complete only once [`now`](Timer::now) has reached the
-    /// deadline (late is fine; the sleeps of every timer of this crate do):
-    /// the wrappers take the completion of a sleep as proof that its
-    /// deadline has come and use the deadline as the current time, without
-    /// reading the clock. A sleep that completes early makes them act early
-    /// by as much: a keepalive goes out early (harmless), a silent peer is
-    /// reported early. A sleep that completes late, or not at all, is
-    /// overruled by the clock whenever the wrapper is polled.
     type Sleep: Future<Output = ()> + Send + 'static;
 
     /// A sleep that completes at `deadline`.
