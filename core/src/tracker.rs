@@ -53,46 +53,40 @@ impl FrameTracker {
         if let Some(error) = self.failed {
             return Err(error);
         }
-        while !bytes.is_empty() {
-            if self.remaining > 0 {
-                let skipped = bytes.len().min(self.remaining as usize);
-                // `skipped <= remaining`, which is a u32.
-                self.remaining -= skipped as u32;
-                bytes = &bytes[skipped..];
-                continue;
-            }
-            // Fast path: a whole header in `bytes`, none held from before.
-            let header = match bytes.first_chunk::<FRAME_HEADER_LEN>() {
-                Some(&header) if self.header_len == 0 => {
-                    bytes = &bytes[FRAME_HEADER_LEN..];
-                    header
-                }
-                _ => {
-                    let at = usize::from(self.header_len);
-                    let taken = (FRAME_HEADER_LEN - at).min(bytes.len());
-                    self.header[at..at + taken].copy_from_slice(&bytes[..taken]);
-                    bytes = &bytes[taken..];
-                    self.header_len += taken as u8;
-                    if usize::from(self.header_len) < FRAME_HEADER_LEN {
-                        break;
-                    }
-                    self.header_len = 0;
-                    self.header
-                }
-            };
-            match FrameHeader::parse(header) {
-                Ok(header) => {
-                    self.remaining = header.len;
-                    self.frames += 1;
-                }
-                Err(flag) => {
-                    let error = FrameError::BadFlag(flag.0);
-                    self.failed = Some(error);
-                    return Err(error);
-                }
+        // The rest of a frame (or of a header) begun in an earlier write.
+        if self.remaining > 0 || self.header_len > 0 {
+            match self.finish_frame(bytes)? {
+                Some(rest) => bytes = rest,
+                None => return Ok(()),
             }
         }
-        Ok(())
+        // Whole frames from a boundary: one header read per frame, and the
+        // frame count kept in a register until the end.
+        let mut frames = 0;
+        let result = loop {
+            let Some(&header) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
+                self.hold_header(bytes);
+                break Ok(());
+            };
+            let len = match FrameHeader::parse(header) {
+                Ok(header) => header.len,
+                Err(flag) => break Err(self.fail(flag.0)),
+            };
+            frames += 1;
+            let payload = &bytes[FRAME_HEADER_LEN..];
+            // `len` as usize: a u32 always fits where this crate builds
+            // (at least 32-bit targets).
+            match payload.get(len as usize..) {
+                Some(rest) => bytes = rest,
+                None => {
+                    // `payload.len() < len`, so the difference fits a u32.
+                    self.remaining = len - payload.len() as u32;
+                    break Ok(());
+                }
+            }
+        };
+        self.frames += frames;
+        result
     }
 
     /// Whether everything written so far ends exactly at a frame boundary.
@@ -108,6 +102,53 @@ impl FrameTracker {
     #[inline]
     pub fn frames(&self) -> u64 {
         self.frames
+    }
+
+    /// Continues a frame begun in an earlier write: skips what is left of its
+    /// payload, or completes its header first. Returns the bytes after the
+    /// frame, or `None` when `bytes` ends inside it.
+    fn finish_frame<'b>(&mut self, mut bytes: &'b [u8]) -> Result<Option<&'b [u8]>, FrameError> {
+        if self.header_len > 0 {
+            let at = usize::from(self.header_len);
+            let taken = (FRAME_HEADER_LEN - at).min(bytes.len());
+            self.header[at..at + taken].copy_from_slice(&bytes[..taken]);
+            bytes = &bytes[taken..];
+            // taken <= 5.
+            self.header_len += taken as u8;
+            if usize::from(self.header_len) < FRAME_HEADER_LEN {
+                return Ok(None);
+            }
+            self.header_len = 0;
+            match FrameHeader::parse(self.header) {
+                Ok(header) => {
+                    self.remaining = header.len;
+                    self.frames += 1;
+                }
+                Err(flag) => return Err(self.fail(flag.0)),
+            }
+        }
+        let skipped = bytes.len().min(self.remaining as usize);
+        // `skipped <= remaining`, which is a u32.
+        self.remaining -= skipped as u32;
+        if self.remaining > 0 {
+            return Ok(None);
+        }
+        Ok(Some(&bytes[skipped..]))
+    }
+
+    /// Keeps the start of a header that the write ended in (fewer than 5
+    /// bytes, at a boundary).
+    fn hold_header(&mut self, bytes: &[u8]) {
+        self.header[..bytes.len()].copy_from_slice(bytes);
+        // bytes.len() < 5.
+        self.header_len = bytes.len() as u8;
+    }
+
+    #[cold]
+    fn fail(&mut self, flag: u8) -> FrameError {
+        let error = FrameError::BadFlag(flag);
+        self.failed = Some(error);
+        error
     }
 }
 
