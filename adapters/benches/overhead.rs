@@ -1,15 +1,17 @@
 //! Overhead of the byte-level wrappers: 1 KiB gRPC frames written through a
 //! `KeepaliveWriter` and read back through a `KeepaliveReader`, side by side
-//! with the same pipe unwrapped, in one run, over three pipes:
+//! with the same pipe unwrapped, in one run, over four pipes:
 //!
 //! - `memcpy`: a `Vec<u8>` that the writer fills and the reader then drains
 //!   (`&[u8]` implements `AsyncRead`): no scheduler, no wake-ups, an
 //!   in-cache `memcpy` per frame. The wrappers' fixed cost per frame shows in
 //!   full here; no transport is this cheap.
 //! - `duplex`: `tokio::io::duplex` (a bounded in-memory byte pipe, 64 KiB,
-//!   with wake-ups, what a socketpair gives) between a writer task and a
+//!   with wake-ups, like a socketpair without the kernel) between a writer task and a
 //!   reader task on one current-thread tokio runtime, through
 //!   `tokio_util::compat` (the way tokio users plug in the wrappers).
+//! - `socketpair`: the same over a Unix socketpair (the kernel's in-memory
+//!   duplex, what two processes or an in-process transport would use);
 //! - `tcp`: the same over loopback TCP.
 //!
 //! Three usage patterns, each against the same pipe unwrapped in the same
@@ -223,19 +225,39 @@ impl DriverPipe {
     }
 }
 
-/// The same over a loopback TCP connection made once per configuration.
-struct TcpPair {
+/// The same over a connected pair of sockets made once per configuration:
+/// loopback TCP, or a Unix socketpair (the kernel's in-memory duplex).
+struct SocketPair<S> {
     rt: tokio::runtime::Runtime,
-    client: Option<tokio::net::TcpStream>,
-    server: Option<tokio::net::TcpStream>,
+    client: Option<S>,
+    server: Option<S>,
 }
 
-impl TcpPair {
-    fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+fn io_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl SocketPair<tokio::net::UnixStream> {
+    fn unix() -> Self {
+        let rt = io_runtime();
+        let (client, server) = {
+            let _guard = rt.enter();
+            tokio::net::UnixStream::pair().unwrap()
+        };
+        Self {
+            rt,
+            client: Some(client),
+            server: Some(server),
+        }
+    }
+}
+
+impl SocketPair<tokio::net::TcpStream> {
+    fn tcp() -> Self {
+        let rt = io_runtime();
         let (client, server) = rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -251,7 +273,12 @@ impl TcpPair {
             server: Some(server),
         }
     }
+}
 
+impl<S> SocketPair<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     /// Sends FRAMES frames from client to server, `chunk` at a time, without
     /// closing.
     fn round(&mut self, chunk: &'static [u8], wrapped: bool) -> usize {
@@ -347,12 +374,28 @@ fn overhead(c: &mut Criterion) {
         }
         group.finish();
 
+        let mut group = c.benchmark_group(format!("socketpair_{suffix}"));
+        group.throughput(Throughput::Bytes(bytes));
+        group.measurement_time(Duration::from_secs(5));
+        for wrapped in [false, true] {
+            let name = if wrapped { "wrapped" } else { "unwrapped" };
+            let mut pair = SocketPair::unix();
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let n = pair.round(chunk, wrapped);
+                    assert_eq!(n as u64, bytes);
+                    black_box(n)
+                })
+            });
+        }
+        group.finish();
+
         let mut group = c.benchmark_group(format!("tcp_{suffix}"));
         group.throughput(Throughput::Bytes(bytes));
         group.measurement_time(Duration::from_secs(5));
         for wrapped in [false, true] {
             let name = if wrapped { "wrapped" } else { "unwrapped" };
-            let mut pair = TcpPair::new();
+            let mut pair = SocketPair::tcp();
             group.bench_function(name, |b| {
                 b.iter(|| {
                     let n = pair.round(chunk, wrapped);
