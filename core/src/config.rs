@@ -73,7 +73,7 @@ const JITTER_ONE: f32 = 65_536.0;
 ///
 /// Always valid: it is built by [`Config::new`] or [`Config::default`] and
 /// refined with the `with_*` methods, which check their argument. Durations
-/// are kept in whole milliseconds (so the machine fits in 64 bytes): the
+/// are kept in whole milliseconds (so the machine fits in 48 bytes): the
 /// interval is rounded *down* (a keepalive never goes out later than asked)
 /// and the peer timeout *up* (a peer is never reported earlier than asked).
 ///

@@ -1,5 +1,6 @@
 //! The sans-IO keepalive state machine.
 
+use core::fmt;
 use core::time::Duration;
 
 use crate::config::{Config, Policy};
@@ -52,7 +53,8 @@ pub enum Event {
 pub struct Stats {
     /// Keepalives reported by [`Keepalive::poll_keepalive`] (each counts as sent).
     pub keepalives_sent: u32,
-    /// [`Event::PeerTimedOut`] events returned by [`Keepalive::poll_event`].
+    /// [`Event::PeerTimedOut`] events returned by [`Keepalive::poll_event`]
+    /// (stored in 16 bits: it saturates at 65,535).
     pub peer_timeouts: u32,
 }
 
@@ -142,7 +144,7 @@ fn fold_seed(seed: u64) -> u32 {
 /// The keepalive state machine of one gRPC stream: when must a keepalive go
 /// out, and has the peer gone silent?
 ///
-/// It does no I/O, reads no clock and allocates nothing (it is at most 64
+/// It does no I/O, reads no clock and allocates nothing (it is at most 48
 /// bytes): time and events come in as arguments, decisions come out of the
 /// `poll_*` methods. Everything is deterministic given the inputs and the seed.
 ///
@@ -245,10 +247,21 @@ fn fold_seed(seed: u64) -> u32 {
 /// }
 /// assert_eq!(out.len(), 2 * wire::KEEPALIVE_FRAME.len());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Keepalive {
-    send: SendTimer,
-    peer: PeerTimer,
+    // The two directions' states are stored unpacked, tag and payload in
+    // separate fields, so that the tags share the padding of the small
+    // fields and the machine fits in 48 bytes (two `SendTimer`/`PeerTimer`
+    // enums would take 16 each). The logic works on the enums, through
+    // `send_timer`/`set_send_timer` and `peer_timer`/`set_peer_timer`.
+    send: SendKind,
+    /// `Sampling`, packed (see `Sampling::pack`); meaningful when `Armed`.
+    sampling: u8,
+    /// The deadline when `Armed`.
+    send_at: Instant,
+    peer: PeerKind,
+    /// The deadline (µs) when `Watching`, the silence (µs) when `Silent`.
+    peer_us: u64,
     /// Start of the current send-idle period: the latest application message,
     /// keepalive or (initially) the creation of the machine.
     idle_since: Instant,
@@ -258,10 +271,69 @@ pub struct Keepalive {
     /// Jitter generator: a Weyl counter, mixed on use; advanced per keepalive.
     rng: u32,
     keepalives_sent: u32,
-    peer_timeouts: u32,
+    /// Saturates at `u16::MAX` (each needs a silence of at least the peer
+    /// timeout, 1 ms at the least, and a frame after it).
+    peer_timeouts: u16,
     /// Jitter in units of 1/65536 of the interval.
     jitter_q: u16,
     policy: Policy,
+}
+
+/// The tag of [`SendTimer`], as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendKind {
+    Unknown,
+    Armed,
+    Due,
+    Unsupported,
+    Closed,
+}
+
+/// The tag of [`PeerTimer`], as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerKind {
+    Off,
+    Watching,
+    Silent,
+    Reported,
+    Closed,
+}
+
+impl Sampling {
+    /// `Off` is `u8::MAX`; `On { untimed }` is `untimed` (< `UNTIMED_MAX`).
+    const PACKED_OFF: u8 = u8::MAX;
+
+    #[inline]
+    fn pack(self) -> u8 {
+        match self {
+            Sampling::Off => Self::PACKED_OFF,
+            Sampling::On { untimed } => untimed,
+        }
+    }
+
+    #[inline]
+    fn unpack(packed: u8) -> Self {
+        if packed == Self::PACKED_OFF {
+            Sampling::Off
+        } else {
+            Sampling::On { untimed: packed }
+        }
+    }
+}
+
+impl fmt::Debug for Keepalive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keepalive")
+            .field("send", &self.send_timer())
+            .field("peer", &self.peer_timer())
+            .field("idle_since", &self.idle_since)
+            .field("interval_ms", &self.interval_ms)
+            .field("peer_timeout_ms", &self.peer_timeout_ms)
+            .field("jitter_q", &self.jitter_q)
+            .field("policy", &self.policy)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Keepalive {
@@ -281,8 +353,11 @@ impl Keepalive {
     #[must_use]
     pub fn new(config: Config, now: Instant) -> Self {
         Self {
-            send: SendTimer::Unknown,
-            peer: PeerTimer::Off,
+            send: SendKind::Unknown,
+            sampling: Sampling::PACKED_OFF,
+            send_at: Instant::ZERO,
+            peer: PeerKind::Off,
+            peer_us: 0,
             idle_since: now,
             interval_ms: config.interval_ms(),
             peer_timeout_ms: config.peer_timeout_ms(),
@@ -349,9 +424,9 @@ impl Keepalive {
     /// assert_eq!(ka.poll_timeout(), None);
     /// ```
     pub fn set_peer_support(&mut self, now: Instant, supported: bool) {
-        match (self.send, supported) {
+        match (self.send_timer(), supported) {
             (SendTimer::Unknown, true) => {
-                self.send = match self.policy {
+                let timer = match self.policy {
                     Policy::Fixed => SendTimer::Due,
                     Policy::Idle => {
                         let at = self.idle_since.add_micros(self.wait_us());
@@ -365,9 +440,10 @@ impl Keepalive {
                         }
                     }
                 };
+                self.set_send_timer(timer);
             }
             (SendTimer::Closed, _) | (_, true) => {}
-            (_, false) => self.send = SendTimer::Unsupported,
+            (_, false) => self.set_send_timer(SendTimer::Unsupported),
         }
     }
 
@@ -392,15 +468,15 @@ impl Keepalive {
     /// # Ok::<(), inlinekeepalive_core::ConfigError>(())
     /// ```
     pub fn expect_peer_keepalives(&mut self, now: Instant, expected: bool) {
-        match (self.peer, expected) {
+        match (self.peer_timer(), expected) {
             (PeerTimer::Closed, _) => {}
             (PeerTimer::Off, true) if self.peer_timeout_ms != 0 => {
-                self.peer = PeerTimer::Watching {
+                self.set_peer_timer(PeerTimer::Watching {
                     at: now.add_micros(self.peer_timeout_us()),
-                };
+                });
             }
             (_, true) => {}
-            (_, false) => self.peer = PeerTimer::Off,
+            (_, false) => self.set_peer_timer(PeerTimer::Off),
         }
     }
 
@@ -485,16 +561,11 @@ impl Keepalive {
     /// ```
     #[inline]
     pub fn on_sent_with(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
-        // The hot path: a message inside a sampling period.
-        if let SendTimer::Armed {
-            sampling: Sampling::On { untimed },
-            ..
-        } = &mut self.send
-        {
-            if *untimed < UNTIMED_MAX - 1 {
-                *untimed += 1;
-                return None;
-            }
+        // The hot path: a message inside a sampling period (`Armed`, and the
+        // packed `Sampling::On { untimed }` below the limit; `Off` is above).
+        if self.send == SendKind::Armed && self.sampling < UNTIMED_MAX - 1 {
+            self.sampling += 1;
+            return None;
         }
         self.on_sent_timed(now)
     }
@@ -527,13 +598,14 @@ impl Keepalive {
         // Every kind counts: a collision or an application message is as good
         // a proof of life as a keepalive.
         let _ = kind;
-        let at = now.add_micros(self.peer_timeout_us());
-        match &mut self.peer {
-            PeerTimer::Watching { at: deadline } => *deadline = (*deadline).max(at),
-            PeerTimer::Silent { .. } | PeerTimer::Reported => {
-                self.peer = PeerTimer::Watching { at }
+        let at = now.add_micros(self.peer_timeout_us()).as_micros();
+        match self.peer {
+            PeerKind::Watching => self.peer_us = self.peer_us.max(at),
+            PeerKind::Silent | PeerKind::Reported => {
+                self.peer = PeerKind::Watching;
+                self.peer_us = at;
             }
-            PeerTimer::Off | PeerTimer::Closed => {}
+            PeerKind::Off | PeerKind::Closed => {}
         }
     }
 
@@ -551,7 +623,7 @@ impl Keepalive {
     /// assert_eq!(ka.poll_timeout(), None);
     /// ```
     pub fn close_send(&mut self) {
-        self.send = SendTimer::Closed;
+        self.set_send_timer(SendTimer::Closed);
     }
 
     /// The peer finished sending: dead-peer detection stops for good (and an
@@ -571,7 +643,7 @@ impl Keepalive {
     /// # Ok::<(), inlinekeepalive_core::ConfigError>(())
     /// ```
     pub fn close_receive(&mut self) {
-        self.peer = PeerTimer::Closed;
+        self.set_peer_timer(PeerTimer::Closed);
     }
 
     /// Processes the deadlines that passed by `now`. Safe to call early,
@@ -597,9 +669,9 @@ impl Keepalive {
     /// ```
     #[inline]
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let SendTimer::Armed { at, sampling } = self.send {
+        if let SendTimer::Armed { at, sampling } = self.send_timer() {
             if at <= now {
-                self.send = match (self.policy, sampling) {
+                let timer = match (self.policy, sampling) {
                     (Policy::Fixed, _) => SendTimer::Due,
                     (Policy::Idle, Sampling::On { untimed }) if untimed > 0 => {
                         self.end_sampling_period(at, now)
@@ -610,13 +682,14 @@ impl Keepalive {
                     }
                     (Policy::Idle, Sampling::Off) => self.idle_check(now),
                 };
+                self.set_send_timer(timer);
             }
         }
-        if let PeerTimer::Watching { at } = self.peer {
+        if let PeerTimer::Watching { at } = self.peer_timer() {
             if at <= now {
                 let silent_for_us =
                     (now.as_micros() - at.as_micros()).saturating_add(self.peer_timeout_us());
-                self.peer = PeerTimer::Silent { silent_for_us };
+                self.set_peer_timer(PeerTimer::Silent { silent_for_us });
             }
         }
     }
@@ -632,8 +705,8 @@ impl Keepalive {
     /// ```
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        if let PeerTimer::Silent { silent_for_us } = self.peer {
-            self.peer = PeerTimer::Reported;
+        if let PeerTimer::Silent { silent_for_us } = self.peer_timer() {
+            self.set_peer_timer(PeerTimer::Reported);
             self.peer_timeouts = self.peer_timeouts.saturating_add(1);
             return Some(Event::PeerTimedOut {
                 silent_for: Duration::from_micros(silent_for_us),
@@ -673,23 +746,23 @@ impl Keepalive {
     #[must_use]
     #[inline]
     pub fn poll_keepalive(&mut self, now: Instant) -> bool {
-        if self.send != SendTimer::Due {
+        if self.send != SendKind::Due {
             return false;
         }
         if self.policy == Policy::Idle {
             let recheck = self.idle_check(now);
             if recheck != SendTimer::Due {
-                self.send = recheck;
+                self.set_send_timer(recheck);
                 return false;
             }
         }
         self.keepalives_sent = self.keepalives_sent.saturating_add(1);
         self.rng = self.rng.wrapping_add(WEYL);
         self.idle_since = self.idle_since.max(now);
-        self.send = SendTimer::Armed {
+        self.set_send_timer(SendTimer::Armed {
             at: now.add_micros(self.wait_us()),
             sampling: Sampling::Off,
-        };
+        });
         true
     }
 
@@ -713,14 +786,8 @@ impl Keepalive {
     #[must_use]
     #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let send = match self.send {
-            SendTimer::Armed { at, .. } => Some(at),
-            _ => None,
-        };
-        let peer = match self.peer {
-            PeerTimer::Watching { at } => Some(at),
-            _ => None,
-        };
+        let send = (self.send == SendKind::Armed).then_some(self.send_at);
+        let peer = (self.peer == PeerKind::Watching).then(|| Instant::from_micros(self.peer_us));
         match (send, peer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -741,11 +808,74 @@ impl Keepalive {
     pub fn stats(&self) -> Stats {
         Stats {
             keepalives_sent: self.keepalives_sent,
-            peer_timeouts: self.peer_timeouts,
+            peer_timeouts: u32::from(self.peer_timeouts),
         }
     }
 
     // ----- internals -----
+
+    /// The send direction's state.
+    #[inline]
+    fn send_timer(&self) -> SendTimer {
+        match self.send {
+            SendKind::Unknown => SendTimer::Unknown,
+            SendKind::Armed => SendTimer::Armed {
+                at: self.send_at,
+                sampling: Sampling::unpack(self.sampling),
+            },
+            SendKind::Due => SendTimer::Due,
+            SendKind::Unsupported => SendTimer::Unsupported,
+            SendKind::Closed => SendTimer::Closed,
+        }
+    }
+
+    #[inline]
+    fn set_send_timer(&mut self, timer: SendTimer) {
+        self.send = match timer {
+            SendTimer::Unknown => SendKind::Unknown,
+            SendTimer::Armed { at, sampling } => {
+                self.send_at = at;
+                self.sampling = sampling.pack();
+                SendKind::Armed
+            }
+            SendTimer::Due => SendKind::Due,
+            SendTimer::Unsupported => SendKind::Unsupported,
+            SendTimer::Closed => SendKind::Closed,
+        };
+    }
+
+    /// The receive direction's state.
+    #[inline]
+    fn peer_timer(&self) -> PeerTimer {
+        match self.peer {
+            PeerKind::Off => PeerTimer::Off,
+            PeerKind::Watching => PeerTimer::Watching {
+                at: Instant::from_micros(self.peer_us),
+            },
+            PeerKind::Silent => PeerTimer::Silent {
+                silent_for_us: self.peer_us,
+            },
+            PeerKind::Reported => PeerTimer::Reported,
+            PeerKind::Closed => PeerTimer::Closed,
+        }
+    }
+
+    #[inline]
+    fn set_peer_timer(&mut self, timer: PeerTimer) {
+        self.peer = match timer {
+            PeerTimer::Off => PeerKind::Off,
+            PeerTimer::Watching { at } => {
+                self.peer_us = at.as_micros();
+                PeerKind::Watching
+            }
+            PeerTimer::Silent { silent_for_us } => {
+                self.peer_us = silent_for_us;
+                PeerKind::Silent
+            }
+            PeerTimer::Reported => PeerKind::Reported,
+            PeerTimer::Closed => PeerKind::Closed,
+        };
+    }
 
     /// `Due` if nothing was sent for the current wait, else `Armed` at the
     /// real deadline (which is then after `now`).
@@ -768,16 +898,18 @@ impl Keepalive {
         if self.policy == Policy::Fixed {
             return None;
         }
-        let sample = self.sample_us();
-        match &mut self.send {
-            SendTimer::Armed { at, sampling } => {
+        match self.send_timer() {
+            SendTimer::Armed { at, .. } => {
                 // The first message after a quiet spell, or the 64th untimed
                 // one in a row: time it. `idle_since` then covers every
                 // message so far, and a period starts (or goes on) from it.
                 let t = now();
                 self.idle_since = self.idle_since.max(t);
-                *at = (*at).min(self.idle_since.add_micros(sample));
-                *sampling = Sampling::On { untimed: 0 };
+                let period_end = self.idle_since.add_micros(self.sample_us());
+                self.set_send_timer(SendTimer::Armed {
+                    at: at.min(period_end),
+                    sampling: Sampling::On { untimed: 0 },
+                });
                 Some(t)
             }
             // Support unknown (the idle time counts once it is known), or a
@@ -881,9 +1013,9 @@ mod tests {
     }
 
     #[test]
-    fn fits_in_64_bytes() {
+    fn fits_in_48_bytes() {
         assert!(
-            core::mem::size_of::<Keepalive>() <= 64,
+            core::mem::size_of::<Keepalive>() <= 48,
             "{}",
             core::mem::size_of::<Keepalive>()
         );
