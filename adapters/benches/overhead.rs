@@ -327,6 +327,34 @@ where
     }
 }
 
+/// One group over a fresh socket pair per configuration: unwrapped, then
+/// wrapped.
+fn socket_group<S>(
+    c: &mut Criterion,
+    group: &str,
+    chunk: &'static [u8],
+    pair: fn() -> SocketPair<S>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let bytes = (chunk.len() * writes(chunk)) as u64;
+    let mut group = c.benchmark_group(group);
+    group.throughput(Throughput::Bytes(bytes));
+    group.measurement_time(Duration::from_secs(5));
+    for wrapped in [false, true] {
+        let name = if wrapped { "wrapped" } else { "unwrapped" };
+        let mut pair = pair();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let n = pair.round(chunk, wrapped);
+                assert_eq!(n as u64, bytes);
+                black_box(n)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn overhead(c: &mut Criterion) {
     let frame: &'static [u8] = Vec::leak(frame());
     let batch: &'static [u8] = Vec::leak(frame.repeat(BATCH));
@@ -374,37 +402,8 @@ fn overhead(c: &mut Criterion) {
         }
         group.finish();
 
-        let mut group = c.benchmark_group(format!("socketpair_{suffix}"));
-        group.throughput(Throughput::Bytes(bytes));
-        group.measurement_time(Duration::from_secs(5));
-        for wrapped in [false, true] {
-            let name = if wrapped { "wrapped" } else { "unwrapped" };
-            let mut pair = SocketPair::unix();
-            group.bench_function(name, |b| {
-                b.iter(|| {
-                    let n = pair.round(chunk, wrapped);
-                    assert_eq!(n as u64, bytes);
-                    black_box(n)
-                })
-            });
-        }
-        group.finish();
-
-        let mut group = c.benchmark_group(format!("tcp_{suffix}"));
-        group.throughput(Throughput::Bytes(bytes));
-        group.measurement_time(Duration::from_secs(5));
-        for wrapped in [false, true] {
-            let name = if wrapped { "wrapped" } else { "unwrapped" };
-            let mut pair = SocketPair::tcp();
-            group.bench_function(name, |b| {
-                b.iter(|| {
-                    let n = pair.round(chunk, wrapped);
-                    assert_eq!(n as u64, bytes);
-                    black_box(n)
-                })
-            });
-        }
-        group.finish();
+        socket_group(c, &format!("socketpair_{suffix}"), chunk, SocketPair::unix);
+        socket_group(c, &format!("tcp_{suffix}"), chunk, SocketPair::tcp);
     }
 
     let mut group = c.benchmark_group("duplex_driver");
