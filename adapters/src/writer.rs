@@ -456,7 +456,7 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
             }
             // The machine reads the clock only for the first write after a
             // quiet spell and every 64th in a row (`Keepalive::on_sent_with`).
-            let slot = this.slot.as_mut();
+            let slot = this.slot.as_ref();
             let read = this
                 .machine
                 .on_sent_with(|| *now.get_or_insert_with(|| slot.now()));
