@@ -36,7 +36,11 @@
 //! Each design runs in a fresh child process of this binary (one after the
 //! other, never at the same time), so one design's freed memory cannot hide
 //! the other's. Environment: `SCALE_STREAMS` (default 100000),
-//! `SCALE_SECS` (default 10), `SCALE_DESIGNS` (a comma-separated subset).
+//! `SCALE_SECS` (default 10), `SCALE_DESIGNS` (a comma-separated subset),
+//! `SCALE_ROUNDS` (default 1: how many times the whole list runs, one
+//! design after the other in each round, so that a slow spell of the
+//! machine falls on every design alike; the summary gives each design's
+//! median steady CPU and its ratio to `naive`'s).
 //!
 //! Streams open in 100 batches over the first second (as real streams
 //! arrive over time, not all in one microsecond); both designs get the same
@@ -50,9 +54,10 @@
 //! that schedule behind `fixed_rate: false`, unused, so that its size, part
 //! of every design's memory, stays comparable with earlier runs.)
 //!
-//! CPU is utime + stime of the whole child process from /proc/self/stat;
+//! CPU is the run time of the whole child process (all its threads) from
+//! `CLOCK_PROCESS_CPUTIME_ID`, in nanoseconds;
 //! memory is the VmRSS growth from before the streams open to the end of the
-//! run (both from /proc, so no extra dependency). The lateness samples are
+//! run, from /proc. The lateness samples are
 //! allocated and touched before the baseline, so they are not counted.
 //! `task_bytes` is the size of one spawned future (what the executor
 //! allocates per task, besides its header).
@@ -169,18 +174,13 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// utime + stime of this process, in seconds (clock ticks of 1/100 s).
+/// CPU time of this process, in seconds: `CLOCK_PROCESS_CPUTIME_ID`, the
+/// kernel's nanosecond run-time accounting of all its threads
+/// (/proc/self/stat rounds the same figure to 10 ms ticks, 2.5 % of a
+/// 0.4 s steady phase).
 fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -324,7 +324,7 @@ fn child(design: &str, streams: usize, secs: u64) {
     let late = &s.late_us;
     println!(
         "RESULT design={design} streams={streams} secs={:.2} opened_in_ms={} keepalives={} early={} \
-         p50_us={} p99_us={} max_us={} cpu_s={:.2} cpu_steady_s={:.2} rss_kib={} bytes_per_stream={} task_bytes={}",
+         p50_us={} p99_us={} max_us={} cpu_s={:.3} cpu_steady_s={:.3} rss_kib={} bytes_per_stream={} task_bytes={}",
         elapsed.as_secs_f64(),
         opened_in.as_millis(),
         late.len() as u64 + s.early,
@@ -380,27 +380,35 @@ fn main() {
         "sink-driver",
     ];
     let only = std::env::var("SCALE_DESIGNS").unwrap_or_default();
-    for design in all {
-        if !only.is_empty() && !only.split(',').any(|d| d == design) {
-            continue;
+    let rounds: usize = std::env::var("SCALE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for round in 1..=rounds {
+        for design in all {
+            if !only.is_empty() && !only.split(',').any(|d| d == design) {
+                continue;
+            }
+            eprintln!(
+                "scale: round {round}/{rounds}: {design}: {streams} streams for {secs} s ..."
+            );
+            let out = Command::new(&exe)
+                .args(["--design", design])
+                .output()
+                .expect("spawn child");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with("RESULT"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{design} child failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                });
+            println!("{line}");
+            lines.push(line.to_string());
         }
-        eprintln!("scale: {design}: {streams} streams for {secs} s ...");
-        let out = Command::new(&exe)
-            .args(["--design", design])
-            .output()
-            .expect("spawn child");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("RESULT"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{design} child failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            });
-        println!("{line}");
-        lines.push(line.to_string());
     }
     println!();
     println!("| design | streams | keepalives | lateness p50 | p99 | max | CPU s | of which steady | RSS growth | bytes/stream | task bytes |");
@@ -425,5 +433,39 @@ fn main() {
             field(l, "bytes_per_stream"),
             field(l, "task_bytes"),
         );
+    }
+    summary(&lines);
+}
+
+/// Each design's median steady CPU over the rounds, and its ratio to
+/// `naive`'s median.
+fn summary(lines: &[String]) {
+    let steady = |design: &str| {
+        let mut v: Vec<f64> = lines
+            .iter()
+            .filter(|l| field(l, "design") == design)
+            .filter_map(|l| field(l, "cpu_steady_s").parse().ok())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (v.len(), v.get(v.len() / 2).copied())
+    };
+    let (_, naive) = steady("naive");
+    println!();
+    println!("| design | runs | median steady CPU s | ratio to naive |");
+    println!("|---|---|---|---|");
+    let mut seen: Vec<&str> = Vec::new();
+    for l in lines {
+        let design = field(l, "design");
+        if seen.contains(&design) {
+            continue;
+        }
+        seen.push(design);
+        let (runs, median) = steady(design);
+        let ratio = match (median, naive) {
+            (Some(m), Some(n)) if n > 0.0 => format!("{:.3}", m / n),
+            _ => "-".into(),
+        };
+        let median = median.map_or("-".into(), |m| format!("{m:.3}"));
+        println!("| {design} | {runs} | {median} | {ratio} |");
     }
 }
