@@ -65,11 +65,7 @@ impl FrameTracker {
         let mut frames = 0;
         let result = loop {
             let Some(&header) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
-                // Most writes end exactly at a boundary: nothing to hold, and
-                // no call for it (this runs once per write).
-                if !bytes.is_empty() {
-                    self.hold_header(bytes);
-                }
+                self.hold_header(bytes);
                 break Ok(());
             };
             let len = match FrameHeader::parse(header) {
@@ -142,7 +138,6 @@ impl FrameTracker {
 
     /// Keeps the start of a header that the write ended in (fewer than 5
     /// bytes, at a boundary).
-    #[cold]
     fn hold_header(&mut self, bytes: &[u8]) {
         self.header[..bytes.len()].copy_from_slice(bytes);
         // bytes.len() < 5.
