@@ -7,7 +7,28 @@
 //!
 //! Most users never need this crate: the keepalive is recognised and produced
 //! at the byte level. It is for peers that want the typed message, and for
-//! Waypoint-style servers that advertise support through `GetVersionInfo`.
+//! Rust servers that Waypoint's Go clients talk to.
+//!
+//! # Serving Waypoint clients
+//!
+//! Waypoint's Go client (its `inlinekeepalive` interceptor), at the start of
+//! every client-streaming or bidirectional call, asks the same server
+//! `/hashicorp.waypoint.Waypoint/GetVersionInfo` and sends keepalives on that
+//! stream only when the answer lists [`FEATURE_INLINE_KEEPALIVES`]; any
+//! error, `Unimplemented` included, means no. A Rust server therefore serves
+//! that method next to its own services (generated from Waypoint's
+//! `server.proto`) and answers with
+//! [`GetVersionInfoResponse::with_inline_keepalives`], while something on the
+//! server (e.g. the `inlinekeepalive` crate's `ServerKeepaliveLayer`) removes
+//! the keepalives. To have the generated service return this crate's type,
+//! map it in the build script:
+//!
+//! ```text
+//! tonic_prost_build::configure().extern_path(
+//!     ".hashicorp.waypoint.GetVersionInfoResponse",
+//!     "::inlinekeepalive_proto::GetVersionInfoResponse",
+//! )
+//! ```
 //!
 //! ```
 //! use inlinekeepalive_proto::{InlineKeepalive, Message};
@@ -87,7 +108,9 @@ pub mod server_features {
     }
 }
 
-/// `GetVersionInfoResponse`, reduced to what keepalive negotiation reads.
+/// `GetVersionInfoResponse`, the answer to Waypoint's `GetVersionInfo`
+/// (`hashicorp.waypoint`, with the same field numbers as Waypoint's
+/// `server.proto`).
 #[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct GetVersionInfoResponse {
     /// Version information.
@@ -99,6 +122,59 @@ pub struct GetVersionInfoResponse {
 }
 
 impl GetVersionInfoResponse {
+    /// The answer to `GetVersionInfo` that turns on a Waypoint client's
+    /// keepalives: `info`, with [`FEATURE_INLINE_KEEPALIVES`] as the only
+    /// server feature.
+    ///
+    /// Only for a server that removes inline keepalives from the streams it
+    /// receives: a server that lists the feature without doing so hands its
+    /// handlers keepalives as empty messages.
+    ///
+    /// ```
+    /// use inlinekeepalive_proto::{GetVersionInfoResponse, VersionInfo};
+    ///
+    /// let info = VersionInfo {
+    ///     version: "0.11.4".into(),
+    ///     ..VersionInfo::default()
+    /// };
+    /// let response = GetVersionInfoResponse::with_inline_keepalives(info);
+    /// assert!(response.supports_inline_keepalives());
+    /// assert_eq!(response.info.unwrap().version, "0.11.4");
+    /// ```
+    #[must_use]
+    pub fn with_inline_keepalives(info: VersionInfo) -> Self {
+        let mut response = Self {
+            info: Some(info),
+            server_features: None,
+        };
+        response.advertise_inline_keepalives();
+        response
+    }
+
+    /// Adds [`FEATURE_INLINE_KEEPALIVES`] to the server features, keeping the
+    /// features already listed; does nothing if it is listed already.
+    ///
+    /// ```
+    /// use inlinekeepalive_proto::{GetVersionInfoResponse, ServerFeatures};
+    ///
+    /// let mut response = GetVersionInfoResponse {
+    ///     info: None,
+    ///     server_features: Some(ServerFeatures { features: vec![7] }),
+    /// };
+    /// response.advertise_inline_keepalives();
+    /// response.advertise_inline_keepalives();
+    /// assert_eq!(response.server_features.unwrap().features, [7, 1]);
+    /// ```
+    pub fn advertise_inline_keepalives(&mut self) {
+        let features = &mut self
+            .server_features
+            .get_or_insert_with(ServerFeatures::default)
+            .features;
+        if !features.contains(&FEATURE_INLINE_KEEPALIVES) {
+            features.push(FEATURE_INLINE_KEEPALIVES);
+        }
+    }
+
     /// Whether the server advertises [`FEATURE_INLINE_KEEPALIVES`].
     #[must_use]
     pub fn supports_inline_keepalives(&self) -> bool {
@@ -195,5 +271,81 @@ mod tests {
     fn proto_source_declares_the_same_numbers() {
         assert!(PROTO_SOURCE.contains("string signature = 100000000;"));
         assert!(PROTO_SOURCE.contains("FEATURE_INLINE_KEEPALIVES = 1;"));
+        assert!(PROTO_SOURCE.contains("ServerFeatures server_features = 2;"));
+        assert!(PROTO_SOURCE.contains("string version = 3;"));
+    }
+
+    /// The answer, byte for byte as Waypoint's `server.proto` (package
+    /// `hashicorp.waypoint`) lays it out, so a Go client decodes it:
+    ///
+    /// ```text
+    /// GetVersionInfoResponse { VersionInfo info = 1; ServerFeatures server_features = 2; }
+    /// VersionInfo { ProtocolVersion api = 1; ProtocolVersion entrypoint = 2; string version = 3; }
+    /// VersionInfo.ProtocolVersion { uint32 current = 1; uint32 minimum = 2; }
+    /// ServerFeatures { repeated feature features = 1; }  // proto3: packed
+    /// ```
+    #[test]
+    fn the_answer_encodes_as_waypoint_lays_it_out() {
+        let info = VersionInfo {
+            api: Some(version_info::ProtocolVersion {
+                current: 1,
+                minimum: 1,
+            }),
+            entrypoint: None,
+            version: "0.11.4".into(),
+        };
+        let bytes = GetVersionInfoResponse::with_inline_keepalives(info).encode_to_vec();
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            0x0a, 0x0e, //                 info (field 1, 14 bytes)
+                0x0a, 0x04, //             info.api (field 1, 4 bytes)
+                    0x08, 0x01, //         api.current = 1
+                    0x10, 0x01, //         api.minimum = 1
+                0x1a, 0x06, b'0', b'.', b'1', b'1', b'.', b'4', // info.version (field 3)
+            0x12, 0x03, //                 server_features (field 2, 3 bytes)
+                0x0a, 0x01, 0x01, //       features (field 1, packed): [FEATURE_INLINE_KEEPALIVES]
+        ];
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn every_encoding_of_the_feature_decodes() {
+        // Packed (what Go sends for proto3), unpacked (which every decoder
+        // must accept), and packed after an unspecified feature.
+        for features in [
+            &[0x0a, 0x01, 0x01][..],
+            &[0x08, 0x01],
+            &[0x0a, 0x02, 0x00, 0x01],
+        ] {
+            let mut bytes = vec![0x12, features.len() as u8];
+            bytes.extend_from_slice(features);
+            let decoded = GetVersionInfoResponse::decode(&bytes[..]).unwrap();
+            assert!(decoded.supports_inline_keepalives(), "{features:02x?}");
+        }
+        for without in [&[][..], &[0x12, 0x00], &[0x12, 0x02, 0x08, 0x00]] {
+            let decoded = GetVersionInfoResponse::decode(without).unwrap();
+            assert!(!decoded.supports_inline_keepalives(), "{without:02x?}");
+        }
+    }
+
+    #[test]
+    fn advertising_keeps_other_features_and_lists_ours_once() {
+        let mut response = GetVersionInfoResponse::with_inline_keepalives(VersionInfo::default());
+        response.advertise_inline_keepalives();
+        assert_eq!(
+            response.server_features.as_ref().unwrap().features,
+            [FEATURE_INLINE_KEEPALIVES]
+        );
+        let mut other = GetVersionInfoResponse {
+            info: None,
+            server_features: Some(ServerFeatures {
+                features: vec![0, 9, FEATURE_INLINE_KEEPALIVES],
+            }),
+        };
+        other.advertise_inline_keepalives();
+        assert_eq!(
+            other.server_features.unwrap().features,
+            [0, 9, FEATURE_INLINE_KEEPALIVES]
+        );
     }
 }

@@ -7,6 +7,12 @@
 //! answer. This example runs a minimal stand-in for that service next to a
 //! small upload service, twice: once advertising the feature, once not.
 //!
+//! The stand-in is generated from `tests/proto/waypoint_stub.proto` (the
+//! relevant part of Waypoint's `server.proto`) with its messages mapped to
+//! the `inlinekeepalive-proto` types (see `tests/build.rs`), so the server
+//! answers with `GetVersionInfoResponse::with_inline_keepalives` and the
+//! probe reads `supports_inline_keepalives()`.
+//!
 //! ```text
 //! cargo run -p inlinekeepalive-tests --example waypoint_probe
 //! ```
@@ -14,13 +20,18 @@
 use std::time::Duration;
 
 use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, KeepaliveStats, ServerKeepaliveLayer};
+use inlinekeepalive_proto::{GetVersionInfoResponse, VersionInfo};
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 use tower::ServiceBuilder;
 
-mod waypointstub {
-    tonic::include_proto!("waypointstub");
+/// `hashicorp.waypoint.Waypoint`, with the `inlinekeepalive-proto` messages.
+mod waypoint {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/proto_crate/hashicorp.waypoint.rs"
+    ));
 }
 mod ikatest {
     tonic::include_proto!("ikatest");
@@ -29,10 +40,8 @@ mod ikatest {
 use ikatest::echo_client::EchoClient;
 use ikatest::echo_server::{Echo, EchoServer};
 use ikatest::{Item, Plan, Summary};
-use waypointstub::server_features::Feature;
-use waypointstub::waypoint_client::WaypointClient;
-use waypointstub::waypoint_server::{Waypoint, WaypointServer};
-use waypointstub::{Empty, GetVersionInfoResponse, ServerFeatures, VersionInfo};
+use waypoint::waypoint_client::WaypointClient;
+use waypoint::waypoint_server::{Waypoint, WaypointServer};
 
 /// The stand-in for Waypoint's version service.
 struct StandIn {
@@ -43,18 +52,20 @@ struct StandIn {
 impl Waypoint for StandIn {
     async fn get_version_info(
         &self,
-        _: Request<Empty>,
+        _: Request<()>,
     ) -> Result<Response<GetVersionInfoResponse>, Status> {
-        let features = if self.inline_keepalives {
-            vec![Feature::InlineKeepalives as i32]
-        } else {
-            vec![]
+        let info = VersionInfo {
+            version: "0.0.0-standin".into(),
+            ..VersionInfo::default()
         };
-        Ok(Response::new(GetVersionInfoResponse {
-            info: Some(VersionInfo {
-                version: "0.0.0-standin".into(),
-            }),
-            server_features: Some(ServerFeatures { features }),
+        Ok(Response::new(if self.inline_keepalives {
+            // What a Rust server that removes keepalives answers.
+            GetVersionInfoResponse::with_inline_keepalives(info)
+        } else {
+            GetVersionInfoResponse {
+                info: Some(info),
+                server_features: None,
+            }
         }))
     }
 }
@@ -62,15 +73,10 @@ impl Waypoint for StandIn {
 /// The probe: does the server list `FEATURE_INLINE_KEEPALIVES`? Any error
 /// means no, so a server without the method never gets a keepalive.
 async fn supports_inline_keepalives(channel: Channel) -> bool {
-    let answer = WaypointClient::new(channel)
-        .get_version_info(Empty {})
-        .await;
-    answer.is_ok_and(|response| {
-        response
-            .into_inner()
-            .server_features
-            .is_some_and(|f| f.features.contains(&(Feature::InlineKeepalives as i32)))
-    })
+    WaypointClient::new(channel)
+        .get_version_info(())
+        .await
+        .is_ok_and(|response| response.into_inner().supports_inline_keepalives())
 }
 
 /// A client-streaming service that counts what it receives.
