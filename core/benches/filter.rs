@@ -40,7 +40,7 @@ fn application_message() -> Vec<u8> {
     }
     let pad = 1024 - msg.len() - 2;
     msg.extend_from_slice(&[0x1a, pad as u8]);
-    msg.extend(std::iter::repeat_n(b'x', pad));
+    msg.resize(msg.len() + pad, b'x');
     assert_eq!(msg.len(), 1024);
     msg
 }

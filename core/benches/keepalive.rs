@@ -1,35 +1,41 @@
-//! Costs of the keepalive state machine's hot paths, each next to a trivial
-//! baseline measured in the same run:
-//! - per application message: `on_sent` (goal: under 5 ns) and `on_received`,
-//!   against a plain store of an `Instant` through `black_box`; and, with a
-//!   real clock, `on_sent` with a clock read per message against
-//!   `on_sent_with`, which reads it only when the machine asks;
-//! - per keepalive: one timer wake-up (`handle_timeout`, `poll_event`,
-//!   `poll_keepalive`, `poll_timeout`), against a compare-and-rearm of a plain
-//!   deadline; and the lazy re-arm of a busy `Idle` stream (no keepalive).
+//! Costs of the hot paths of the send schedule (`Keepalive`) and of the
+//! dead-peer watchdog (`PeerWatchdog`), each next to a trivial baseline
+//! measured in the same run:
+//! - per application message: `Keepalive::on_sent` (goal: under 5 ns) and
+//!   `PeerWatchdog::on_received`, against a plain store of an `Instant`
+//!   through `black_box`; and, with a real clock, `on_sent` with a clock read
+//!   per message against `on_sent_with`, which reads it only when the
+//!   schedule asks;
+//! - per keepalive: one timer wake-up of the schedule (`handle_timeout`,
+//!   `poll_keepalive`, `poll_timeout`) and one of the watchdog (bytes
+//!   received, then `handle_timeout`, `poll_event`, `poll_timeout`), against
+//!   a compare-and-rearm of a plain deadline; and the lazy re-arm of a busy
+//!   `Idle` stream (no keepalive).
 //!
-//! `cargo bench -p inlinekeepalive-core --bench machine -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p inlinekeepalive-core --bench keepalive -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use inlinekeepalive_core::{Classification, Config, Instant, Keepalive, Policy};
+use inlinekeepalive_core::{Config, Instant, Keepalive, PeerWatchdog, Policy};
 
 const INTERVAL_US: u64 = 20_000_000;
+const PEER_TIMEOUT: Duration = Duration::from_secs(45);
 
 fn machine(policy: Policy) -> Keepalive {
     let config = Config::default()
         .with_policy(policy)
         .with_jitter(0.1)
-        .unwrap()
-        .with_peer_timeout(Duration::from_secs(45))
         .unwrap();
     let mut ka = Keepalive::new(config, Instant::ZERO).with_seed(7);
     ka.set_peer_support(Instant::ZERO, true);
-    ka.expect_peer_keepalives(Instant::ZERO, true);
     let _ = ka.poll_keepalive(Instant::ZERO);
     ka
+}
+
+fn watchdog() -> PeerWatchdog {
+    PeerWatchdog::new(PEER_TIMEOUT, Instant::ZERO)
 }
 
 /// What the baselines write to: a struct the optimiser cannot see through.
@@ -79,15 +85,12 @@ fn per_message(c: &mut Criterion) {
             }
         });
     });
-    g.bench_function("Keepalive::on_received", |b| {
-        let mut ka = machine(Policy::Idle);
+    g.bench_function("PeerWatchdog::on_received", |b| {
+        let mut watchdog = watchdog();
         let mut t = 0u64;
         b.iter(|| {
             t += 1;
-            black_box(&mut ka).on_received(
-                black_box(Instant::from_micros(t)),
-                Classification::Application,
-            );
+            black_box(&mut watchdog).on_received(black_box(Instant::from_micros(t)));
         });
     });
     g.finish();
@@ -110,7 +113,7 @@ fn per_keepalive(c: &mut Criterion) {
         });
     });
     g.bench_function(
-        "wake-up: handle_timeout+poll_event+poll_keepalive+poll_timeout",
+        "Keepalive wake-up: handle_timeout+poll_keepalive+poll_timeout",
         |b| {
             let mut ka = machine(Policy::Fixed);
             let mut t = 0u64;
@@ -118,12 +121,27 @@ fn per_keepalive(c: &mut Criterion) {
                 t += INTERVAL_US;
                 let now = black_box(Instant::from_micros(t));
                 let ka = black_box(&mut ka);
-                ka.on_received(now, Classification::Keepalive); // keep the peer alive
                 ka.handle_timeout(now);
-                let event = ka.poll_event();
                 let sent = ka.poll_keepalive(now);
                 debug_assert!(sent);
-                black_box((event, sent, ka.poll_timeout()))
+                black_box((sent, ka.poll_timeout()))
+            });
+        },
+    );
+    g.bench_function(
+        "PeerWatchdog wake-up: on_received+handle_timeout+poll_event+poll_timeout",
+        |b| {
+            let mut watchdog = watchdog();
+            let mut t = 0u64;
+            b.iter(|| {
+                t += INTERVAL_US;
+                let now = black_box(Instant::from_micros(t));
+                let watchdog = black_box(&mut watchdog);
+                watchdog.on_received(now); // the peer's keepalive: alive
+                watchdog.handle_timeout(now);
+                let event = watchdog.poll_event();
+                debug_assert!(event.is_none());
+                black_box((event, watchdog.poll_timeout()))
             });
         },
     );
@@ -137,7 +155,6 @@ fn per_keepalive(c: &mut Criterion) {
             t = deadline;
             let now = black_box(Instant::from_micros(t));
             let ka = black_box(&mut ka);
-            ka.on_received(now, Classification::Application);
             ka.handle_timeout(now);
             let sent = ka.poll_keepalive(now);
             debug_assert!(!sent);

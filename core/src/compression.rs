@@ -53,7 +53,15 @@ fn inflate_gzip(input: &[u8], out: &mut [u8; MAX_KEEPALIVE_LEN]) -> Option<usize
         }
     }
     if flags & FHCRC != 0 {
-        rest = split(rest, 2)?.1;
+        // The low 16 bits of the CRC-32 of every header byte before it: a
+        // member whose header is corrupt is not a keepalive (zlib agrees).
+        let header_len = input.len() - rest.len();
+        let (crc16, after) = split(rest, 2)?;
+        let expected = crc32(&input[..header_len]) & 0xffff;
+        if u32::from(u16::from_le_bytes([crc16[0], crc16[1]])) != expected {
+            return None;
+        }
+        rest = after;
     }
 
     let (len, consumed) = inflate_raw(rest, out, 0)?;
@@ -124,7 +132,7 @@ mod tests {
     fn output_over_the_cap_is_refused() {
         // A stored block of 65 bytes.
         let mut zlib = std::vec![0x78, 0x01, 0x01, 65, 0x00, !65u8, 0xff];
-        zlib.extend(core::iter::repeat_n(b'a', 65));
+        zlib.extend(core::iter::repeat(b'a').take(65));
         zlib.extend_from_slice(&[0, 0, 0, 0]);
         let mut out = [0u8; MAX_KEEPALIVE_LEN];
         assert_eq!(inflate(Encoding::Deflate, &zlib, &mut out), None);

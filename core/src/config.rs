@@ -6,7 +6,8 @@ use core::time::Duration;
 /// When keepalives go out.
 ///
 /// ```
-/// use inlinekeepalive_core::{Config, Policy};
+/// # use inlinekeepalive_core as inlinekeepalive;
+/// use inlinekeepalive::{Config, Policy};
 /// assert_eq!(Config::default().policy(), Policy::Idle);
 /// let fixed = Config::default().with_policy(Policy::Fixed);
 /// assert_eq!(fixed.policy(), Policy::Fixed);
@@ -29,7 +30,8 @@ pub enum Policy {
 ///
 /// ```
 /// use core::time::Duration;
-/// use inlinekeepalive_core::{Config, ConfigError};
+/// # use inlinekeepalive_core as inlinekeepalive;
+/// use inlinekeepalive::{Config, ConfigError};
 ///
 /// let err = Config::new(Duration::ZERO).unwrap_err();
 /// assert_eq!(err, ConfigError::IntervalTooShort);
@@ -68,13 +70,13 @@ impl core::error::Error for ConfigError {}
 const MAX_JITTER: f32 = 0.5;
 const JITTER_ONE: f32 = 65_536.0;
 
-/// Configuration of a [`Keepalive`](crate::Keepalive): interval, policy,
-/// jitter and optional dead-peer detection.
+/// Configuration of inline keepalives: interval, policy and jitter of the
+/// [`Keepalive`](crate::Keepalive) send schedule, and the optional peer
+/// timeout of a [`PeerWatchdog`](crate::PeerWatchdog).
 ///
 /// Always valid: it is built by [`Config::new`] or [`Config::default`] and
 /// refined with the `with_*` methods, which check their argument. Durations
-/// are kept in whole milliseconds (so the machine fits in 48 bytes): the
-/// interval is rounded *down* (a keepalive never goes out later than asked)
+/// are kept in whole milliseconds: the interval is rounded *down* (a keepalive never goes out later than asked)
 /// and the peer timeout *up* (a peer is never reported earlier than asked).
 ///
 /// | setting | default | range |
@@ -86,7 +88,8 @@ const JITTER_ONE: f32 = 65_536.0;
 ///
 /// ```
 /// use core::time::Duration;
-/// use inlinekeepalive_core::{Config, Policy};
+/// # use inlinekeepalive_core as inlinekeepalive;
+/// use inlinekeepalive::{Config, Policy};
 ///
 /// let config = Config::new(Duration::from_secs(15))?
 ///     .with_policy(Policy::Idle)
@@ -95,7 +98,7 @@ const JITTER_ONE: f32 = 65_536.0;
 /// assert_eq!(config.interval(), Duration::from_secs(15));
 /// assert_eq!(config.jitter(), 0.2);
 /// assert_eq!(config.peer_timeout(), Some(Duration::from_secs(45)));
-/// # Ok::<(), inlinekeepalive_core::ConfigError>(())
+/// # Ok::<(), inlinekeepalive::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Config {
@@ -114,7 +117,8 @@ impl Default for Config {
     ///
     /// ```
     /// use core::time::Duration;
-    /// use inlinekeepalive_core::{Config, Policy};
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::{Config, Policy};
     ///
     /// let c = Config::default();
     /// assert_eq!(c.interval(), Duration::from_secs(20));
@@ -137,7 +141,8 @@ impl Config {
     ///
     /// ```
     /// use core::time::Duration;
-    /// use inlinekeepalive_core::Config;
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::Config;
     /// assert_eq!(Config::DEFAULT_INTERVAL, Duration::from_secs(20));
     /// ```
     pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(20);
@@ -151,7 +156,8 @@ impl Config {
     ///
     /// ```
     /// use core::time::Duration;
-    /// use inlinekeepalive_core::{Config, ConfigError};
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::{Config, ConfigError};
     ///
     /// assert!(Config::new(Duration::from_secs(30)).is_ok());
     /// assert_eq!(Config::new(Duration::from_micros(999)), Err(ConfigError::IntervalTooShort));
@@ -172,7 +178,8 @@ impl Config {
     /// This configuration with another [`Policy`].
     ///
     /// ```
-    /// use inlinekeepalive_core::{Config, Policy};
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::{Config, Policy};
     /// assert_eq!(Config::default().with_policy(Policy::Fixed).policy(), Policy::Fixed);
     /// ```
     #[must_use]
@@ -183,14 +190,16 @@ impl Config {
     /// This configuration with jitter: each wait is shortened by a uniformly
     /// random fraction in `[0, jitter]` of the interval, so streams opened
     /// together do not send in lockstep. Give each machine its own seed
-    /// ([`Keepalive::with_seed`](crate::Keepalive::with_seed)).
+    /// (the adapters do; the sans-IO
+    /// [`Keepalive::with_seed`](crate::Keepalive::with_seed) takes it).
     ///
     /// # Errors
     /// [`ConfigError::JitterOutOfRange`] if `jitter` is NaN or not within
     /// `0.0..=0.5`.
     ///
     /// ```
-    /// use inlinekeepalive_core::{Config, ConfigError};
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::{Config, ConfigError};
     ///
     /// assert_eq!(Config::default().with_jitter(0.1)?.jitter(), 0.1);
     /// assert_eq!(Config::default().with_jitter(0.6), Err(ConfigError::JitterOutOfRange));
@@ -212,10 +221,9 @@ impl Config {
     }
 
     /// This configuration with dead-peer detection: once the peer is known to
-    /// send keepalives
-    /// ([`Keepalive::expect_peer_keepalives`](crate::Keepalive::expect_peer_keepalives)),
-    /// a silence of `timeout` (no frame at all) is reported as
-    /// [`Event::PeerTimedOut`](crate::Event::PeerTimedOut). Rounded up to
+    /// send keepalives, a silence of `timeout` (not a single byte received)
+    /// is reported as [`PeerTimedOut`](crate::PeerTimedOut) by a
+    /// [`PeerWatchdog`](crate::PeerWatchdog). Rounded up to
     /// whole milliseconds. Set it above the peer's keepalive interval, e.g. to
     /// two intervals plus the expected latency.
     ///
@@ -225,7 +233,8 @@ impl Config {
     ///
     /// ```
     /// use core::time::Duration;
-    /// use inlinekeepalive_core::{Config, ConfigError};
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::{Config, ConfigError};
     ///
     /// let c = Config::default().with_peer_timeout(Duration::from_micros(45_000_001))?;
     /// assert_eq!(c.peer_timeout(), Some(Duration::from_millis(45_001))); // rounded up
@@ -233,8 +242,7 @@ impl Config {
     /// # Ok::<(), ConfigError>(())
     /// ```
     pub fn with_peer_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
-        let ms =
-            timeout.as_millis() + u128::from(!timeout.subsec_nanos().is_multiple_of(1_000_000));
+        let ms = timeout.as_millis() + u128::from(timeout.subsec_nanos() % 1_000_000 != 0);
         let peer_timeout_ms = match u32::try_from(ms) {
             Ok(0) => return Err(ConfigError::ZeroPeerTimeout),
             Ok(ms) => ms,
@@ -250,10 +258,11 @@ impl Config {
     ///
     /// ```
     /// use core::time::Duration;
-    /// use inlinekeepalive_core::Config;
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::Config;
     /// let c = Config::new(Duration::from_micros(1_500))?;
     /// assert_eq!(c.interval(), Duration::from_millis(1)); // rounded down
-    /// # Ok::<(), inlinekeepalive_core::ConfigError>(())
+    /// # Ok::<(), inlinekeepalive::ConfigError>(())
     /// ```
     #[must_use]
     pub fn interval(&self) -> Duration {
@@ -263,7 +272,8 @@ impl Config {
     /// The sending policy.
     ///
     /// ```
-    /// use inlinekeepalive_core::{Config, Policy};
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::{Config, Policy};
     /// assert_eq!(Config::default().policy(), Policy::Idle);
     /// ```
     #[must_use]
@@ -274,7 +284,8 @@ impl Config {
     /// The jitter fraction, as given to [`Config::with_jitter`].
     ///
     /// ```
-    /// use inlinekeepalive_core::Config;
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::Config;
     /// assert_eq!(Config::default().jitter(), 0.0);
     /// ```
     #[must_use]
@@ -285,20 +296,13 @@ impl Config {
     /// The dead-peer timeout, if dead-peer detection is configured.
     ///
     /// ```
-    /// use inlinekeepalive_core::Config;
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::Config;
     /// assert_eq!(Config::default().peer_timeout(), None);
     /// ```
     #[must_use]
     pub fn peer_timeout(&self) -> Option<Duration> {
         (self.peer_timeout_ms != 0).then(|| Duration::from_millis(u64::from(self.peer_timeout_ms)))
-    }
-
-    pub(crate) fn peer_timeout_ms(&self) -> u32 {
-        self.peer_timeout_ms
-    }
-
-    pub(crate) fn interval_ms(&self) -> u32 {
-        self.interval_ms
     }
 
     pub(crate) fn jitter_q(&self) -> u16 {
@@ -406,6 +410,5 @@ mod tests {
         assert_eq!(c.jitter(), 0.3);
         assert_eq!(c.peer_timeout(), Some(Duration::from_secs(12)));
         assert_eq!(c.policy(), Policy::Fixed);
-        assert!(core::mem::size_of::<Config>() <= 16);
     }
 }

@@ -10,12 +10,52 @@
 use core::fmt;
 use core::ops::Range;
 
-use heapless::Vec;
-
 use crate::classify::{classify, Classification};
 use crate::wire::{BadFlag, FrameHeader, FRAME_HEADER_LEN, MAX_KEEPALIVE_LEN};
 
 const HELD_CAPACITY: usize = FRAME_HEADER_LEN + MAX_KEEPALIVE_LEN;
+
+/// The bytes of a frame that straddles inputs: a header, or a whole frame
+/// short enough to be a keepalive. A fixed array: the filter never allocates.
+#[derive(Clone, Debug)]
+struct Held {
+    bytes: [u8; HELD_CAPACITY],
+    len: u8,
+}
+
+impl Held {
+    const fn new() -> Self {
+        Self {
+            bytes: [0; HELD_CAPACITY],
+            len: 0,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends as much of `bytes` as fits; the callers never offer more.
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let start = self.len();
+        let taken = bytes.len().min(HELD_CAPACITY - start);
+        self.bytes[start..start + taken].copy_from_slice(&bytes[..taken]);
+        // start + taken <= HELD_CAPACITY, which fits a u8.
+        self.len = (start + taken) as u8;
+    }
+}
 
 /// The `grpc-encoding` of a stream, which says how frames with the
 /// compressed flag set are encoded.
@@ -183,7 +223,7 @@ pub enum Output<'a> {
 pub struct FrameFilter {
     state: State,
     /// A frame header, or a whole short frame, that straddles inputs.
-    held: Vec<u8, HELD_CAPACITY>,
+    held: Held,
     /// The header of the held frame once it is complete.
     held_header: Option<FrameHeader>,
     /// `held` was handed out by the last step and is cleared by the next.
@@ -222,7 +262,7 @@ impl FrameFilter {
     pub const fn with_encoding(encoding: Encoding) -> Self {
         Self {
             state: State::Framing,
-            held: Vec::new(),
+            held: Held::new(),
             held_header: None,
             held_released: false,
             encoding,
@@ -276,6 +316,28 @@ impl FrameFilter {
             Some(header) => FRAME_HEADER_LEN + header.len as usize - held,
             None => FRAME_HEADER_LEN - held,
         }
+    }
+
+    /// Classifies one whole message of a transport that frames messages
+    /// itself (a WebSocket, a QUIC stream, a codec), and counts it in
+    /// [`stats`](Self::stats) as [`step`](Self::step) counts frames: the
+    /// caller drops a [`Classification::Keepalive`] and delivers the rest.
+    ///
+    /// ```
+    /// use inlinekeepalive_core::{wire, Classification, FrameFilter};
+    ///
+    /// let mut filter = FrameFilter::new();
+    /// assert_eq!(filter.classify_message(&wire::KEEPALIVE_MESSAGE), Classification::Keepalive);
+    /// assert_eq!(filter.classify_message(b"hello"), Classification::Application);
+    /// assert_eq!((filter.stats().keepalives_removed, filter.stats().frames_passed), (1, 1));
+    /// ```
+    pub fn classify_message(&mut self, payload: &[u8]) -> Classification {
+        let class = classify(payload);
+        match class {
+            Classification::Keepalive => self.stats.keepalives_removed += 1,
+            class => self.count_passed(class),
+        }
+        class
     }
 
     /// Declares the end of the stream.
@@ -415,7 +477,7 @@ impl FrameFilter {
             None if self.held.len() < FRAME_HEADER_LEN => return Ok(nothing(consumed)),
             None => {
                 let mut bytes = [0u8; FRAME_HEADER_LEN];
-                bytes.copy_from_slice(&self.held);
+                bytes.copy_from_slice(self.held.as_slice());
                 let header = match FrameHeader::parse(bytes) {
                     Ok(header) => header,
                     Err(BadFlag(flag)) => return Err(self.fail(FrameError::BadFlag(flag))),
@@ -437,7 +499,7 @@ impl FrameFilter {
         if self.held_needs() > 0 {
             return Ok(nothing(consumed));
         }
-        let class = self.classify(header, &self.held[FRAME_HEADER_LEN..]);
+        let class = self.classify(header, &self.held.as_slice()[FRAME_HEADER_LEN..]);
         if class == Classification::Keepalive {
             self.stats.keepalives_removed += 1;
             self.held_released = true;
@@ -454,15 +516,15 @@ impl FrameFilter {
     /// held buffer and returns how many.
     fn take_held(&mut self, input: &[u8]) -> usize {
         let taken = self.held_needs().min(input.len());
-        // Cannot fail: `held_needs` never reaches past HELD_CAPACITY.
-        let _ = self.held.extend_from_slice(&input[..taken]);
+        // `held_needs` never reaches past HELD_CAPACITY.
+        self.held.extend_from_slice(&input[..taken]);
         taken
     }
 
     /// Holds back the tail of the input: a partial header, or a short frame
     /// whose payload is incomplete.
     fn hold(&mut self, bytes: &[u8], header: Option<FrameHeader>) -> Step<'_> {
-        let _ = self.held.extend_from_slice(bytes);
+        self.held.extend_from_slice(bytes);
         self.held_header = header;
         nothing(bytes.len())
     }
@@ -471,7 +533,7 @@ impl FrameFilter {
         self.held_released = true;
         Step {
             consumed,
-            output: Output::Held(&self.held),
+            output: Output::Held(self.held.as_slice()),
         }
     }
 

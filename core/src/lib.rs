@@ -12,17 +12,17 @@
 //!   arbitrary chunks, without copying application bytes.
 //! - [`FrameTracker`]: follows an outbound gRPC byte stream so a sender knows
 //!   when it stands at a frame boundary and may insert a keepalive.
-//! - [`Keepalive`]: the state machine that decides when a keepalive must go out
-//!   and when a silent peer should be reported.
+//! - [`Keepalive`]: the send schedule, which decides when a keepalive must go
+//!   out.
+//! - [`PeerWatchdog`]: dead-peer detection, which reports a peer that sent
+//!   nothing at all for too long.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "alloc")]
-extern crate alloc;
-#[cfg(any(feature = "std", test))]
+#[cfg(test)]
 extern crate std;
 
 mod classify;
@@ -30,22 +30,16 @@ mod classify;
 mod compression;
 mod config;
 mod filter;
-#[cfg(feature = "_fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
 mod instant;
-mod machine;
+mod keepalive;
 mod tracker;
+mod watchdog;
 pub mod wire;
 
 pub use classify::{classify, Classification};
 pub use config::{Config, ConfigError, Policy};
 pub use filter::{Encoding, FilterStats, FrameError, FrameFilter, Output, Step};
 pub use instant::Instant;
-pub use machine::{Event, Keepalive, Stats};
+pub use keepalive::Keepalive;
 pub use tracker::FrameTracker;
-
-/// The README's examples, compiled and run as doctests of this crate.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeExamples;
+pub use watchdog::{PeerTimedOut, PeerWatchdog};

@@ -218,7 +218,7 @@ fn keepalive_payloads() -> Vec<Vec<u8>> {
     let twice = [ka.clone(), ka.clone()].concat();
     let hello_then = [hex("8290bcfd020568656c6c6f"), ka.clone()].concat();
     let mut padded = hex("8290bcfd0224");
-    padded.extend(std::iter::repeat_n(b'p', 36));
+    padded.extend([b'p'; 36]);
     padded.extend_from_slice(&ka);
     assert_eq!(padded.len(), MAX_KEEPALIVE_LEN);
     let all = vec![
@@ -252,7 +252,7 @@ fn tricky_payloads() -> Vec<Vec<u8>> {
         out.push(ka[..n].to_vec());
     }
     let mut long = hex("8290bcfd0225");
-    long.extend(std::iter::repeat_n(b'p', 37));
+    long.extend([b'p'; 37]);
     long.extend_from_slice(&ka);
     assert_eq!(long.len(), MAX_KEEPALIVE_LEN + 1);
     out.push(long);

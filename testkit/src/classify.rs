@@ -1,12 +1,7 @@
-//! The oracle of the `classify` differential fuzz target: the classification
-//! rule of `tests/vectors/README.md`, built on `prost::encoding`'s wire
-//! decoding (`decode_key`, `decode_varint`, `skip_field`) instead of the
-//! core's hand-written walker.
-//!
-//! This one file is shared: the fuzz crate compiles it as a module of its
-//! library, and `tests/tests/corpus_replay.rs` includes it with `#[path]`, so
-//! the stable test run replays the checked-in corpus through the very same
-//! code. It may therefore use only `prost` and `inlinekeepalive_core`.
+//! The oracle of the `classify` differential fuzz target and of the corpus
+//! replay: the classification rule of `tests/vectors/README.md`, built on
+//! `prost::encoding`'s wire decoding (`decode_key`, `decode_varint`,
+//! `skip_field`) instead of the core's hand-written walker.
 //!
 //! Well-formedness is whatever prost's decoder accepts when it skips unknown
 //! fields with a fresh `DecodeContext`: varints of at most 10 bytes whose
