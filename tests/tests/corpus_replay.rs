@@ -2,21 +2,19 @@
 //! same entry functions the fuzz targets call, so the ordinary `cargo test`
 //! on stable covers every seed and every crash reproducer kept there.
 //!
-//! - `classify`: `classify_oracle::classify_differential`, from
-//!   `fuzz/src/classify_oracle.rs`, included here by path: the prost-based
-//!   oracle cannot live in the core (no third-party decoder there), and the
-//!   fuzz crate itself needs nightly and libFuzzer, so both sides compile the
-//!   one file instead of sharing a crate.
-//! - `filter`: `inlinekeepalive_core::fuzzing::filter_against_reference`.
-//! - `machine`: `inlinekeepalive_core::fuzzing::drive_machine`.
+//! - `classify`: `inlinekeepalive_testkit::classify_differential`, against
+//!   the prost-based oracle.
+//! - `filter`: `inlinekeepalive_testkit::filter_against_reference`, against
+//!   the reference deframer (which inflates with flate2).
+//! - `machine`: `inlinekeepalive_testkit::drive_machine`, through the models
+//!   of the send schedule and the peer watchdog.
 //!
 //! A corpus directory without a replay entry here fails the test, so a new
 //! fuzz target cannot go unreplayed.
 
 use std::path::{Path, PathBuf};
 
-#[path = "../../fuzz/src/classify_oracle.rs"]
-mod classify_oracle;
+use inlinekeepalive_testkit::classify::{classify_differential, oracle_classify};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -63,22 +61,19 @@ fn every_corpus_has_a_replay_entry() {
 
 #[test]
 fn classify_corpus() {
-    let n = replay("classify", classify_oracle::classify_differential);
+    let n = replay("classify", classify_differential);
     assert!(n >= MIN_SEEDS[0].1, "only {n} classify corpus files");
 }
 
 #[test]
 fn filter_corpus() {
-    let n = replay(
-        "filter",
-        inlinekeepalive_core::fuzzing::filter_against_reference,
-    );
+    let n = replay("filter", inlinekeepalive_testkit::filter_against_reference);
     assert!(n >= MIN_SEEDS[1].1, "only {n} filter corpus files");
 }
 
 #[test]
 fn machine_corpus() {
-    let n = replay("machine", inlinekeepalive_core::fuzzing::drive_machine);
+    let n = replay("machine", inlinekeepalive_testkit::drive_machine);
     assert!(n >= MIN_SEEDS[2].1, "only {n} machine corpus files");
 }
 
@@ -93,11 +88,11 @@ fn oracle_agrees_with_the_vectors_on_prost_depth_limit() {
             msg.extend_from_slice(inner);
             msg.extend(std::iter::repeat_n(0x0c, depth));
             msg.extend_from_slice(&keepalive);
-            classify_oracle::classify_differential(&msg);
+            classify_differential(&msg);
         }
     }
     assert_eq!(
-        classify_oracle::oracle_classify(&keepalive),
+        oracle_classify(&keepalive),
         inlinekeepalive_core::Classification::Keepalive
     );
 }
