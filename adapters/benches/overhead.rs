@@ -30,7 +30,7 @@
 //!   every 64th in a row read it);
 //! - batched (`*_batched16`): 16 frames per `write_all` (an application or a
 //!   codec that buffers);
-//! - driver (`duplex_driver`): frames sent through a `FrameSender` to a
+//! - driver (`duplex_driver`): frames sent through a `Sender` to a
 //!   spawned `Driver`; unwrapped, the same bounded channel drained by a
 //!   plain forwarding task. Driver, task and pipe live across iterations (a
 //!   stream's steady state, not its setup).
@@ -53,9 +53,9 @@ use futures::channel::mpsc;
 use futures::executor::block_on;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures::StreamExt;
-use inlinekeepalive::core::{Config, FrameTracker};
+use inlinekeepalive::core::FrameTracker;
 use inlinekeepalive::timer::FuturesTimer;
-use inlinekeepalive::{FrameSender, KeepaliveReader, KeepaliveWriter};
+use inlinekeepalive::{Config, KeepaliveReader, KeepaliveWriter, Sender};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 const FRAME_PAYLOAD: usize = 1024;
@@ -81,7 +81,7 @@ fn frame() -> Vec<u8> {
 }
 
 fn keepalive_writer<W>(inner: W) -> KeepaliveWriter<W, FuturesTimer> {
-    KeepaliveWriter::new(inner, FuturesTimer, Config::default()).peer_supports_keepalives(true)
+    KeepaliveWriter::new(inner, FuturesTimer, Config::default()).with_peer_support(true)
 }
 
 /// A pipe end that follows the frame headers passing through it and does
@@ -225,10 +225,10 @@ fn duplex_round(rt: &tokio::runtime::Runtime, chunk: &'static [u8], ends: Ends) 
     })
 }
 
-/// The application's end of a driver row: our `FrameSender`, or the plain
+/// The application's end of a driver row: our `Sender`, or the plain
 /// channel of the unwrapped forwarder.
 enum Tx {
-    Ours(FrameSender<&'static [u8]>),
+    Ours(Sender<&'static [u8]>),
     Plain(mpsc::Sender<&'static [u8]>),
 }
 

@@ -27,9 +27,10 @@
 //! Ours, one timer per stream reset in place, in its two shapes:
 //!
 //! - `sink-task`: the application's task owns a `KeepaliveSink` and awaits
-//!   `keepalive()` while idle (what an idle stream costs at the least);
-//! - `sink-driver`: `into_driver`, a spawned `SinkDriver` plus the
-//!   application's `MessageSender` channel (a bounded futures-channel).
+//!   `poll_keepalive` (through `std::future::poll_fn`) while idle (what an
+//!   idle stream costs at the least);
+//! - `sink-driver`: `into_driver`, a spawned `Driver` plus the
+//!   application's `Sender` channel (a bounded futures-channel).
 //!
 //! `cargo bench -p inlinekeepalive --bench scale --features smol`
 //!
@@ -70,9 +71,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::{Sink, StreamExt};
-use inlinekeepalive::core::Config;
 use inlinekeepalive::timer::AsyncIoTimer;
-use inlinekeepalive::{wire, KeepaliveSink, MessageSender};
+use inlinekeepalive::{wire, Config, KeepaliveSink, Sender};
 use smol::{LocalExecutor, Task};
 
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -206,7 +206,7 @@ fn child(design: &str, streams: usize, secs: u64) {
     let ex = LocalExecutor::new();
     let samples = Rc::new(RefCell::new(Samples::default()));
     // Keeps the application's handles alive, as an idle application would.
-    let senders: Rc<RefCell<Vec<MessageSender<&'static [u8]>>>> =
+    let senders: Rc<RefCell<Vec<Sender<&'static [u8]>>>> =
         Rc::new(RefCell::new(Vec::with_capacity(streams)));
     let naive_handles: Rc<RefCell<Vec<NaiveHandle>>> =
         Rc::new(RefCell::new(Vec::with_capacity(streams)));
@@ -247,7 +247,7 @@ fn child(design: &str, streams: usize, secs: u64) {
                         "sink-task" | "sink-driver" => {
                             let config = Config::new(INTERVAL).unwrap();
                             let mut sink = KeepaliveSink::new(recorder(true), AsyncIoTimer, config)
-                                .peer_supports_keepalives(true);
+                                .with_peer_support(true);
                             if design == "sink-driver" {
                                 // The application's handle is a channel.
                                 let (sender, driver) = sink.into_driver(1);
@@ -256,10 +256,14 @@ fn child(design: &str, streams: usize, secs: u64) {
                                 ex.spawn(driver).detach();
                             } else {
                                 // The application owns the sink in its task
-                                // and polls `keepalive()` while idle.
+                                // and polls `poll_keepalive` while idle.
                                 let task = async move {
                                     loop {
-                                        sink.keepalive().await.unwrap();
+                                        std::future::poll_fn(|cx| {
+                                            Pin::new(&mut sink).poll_keepalive(cx)
+                                        })
+                                        .await
+                                        .unwrap();
                                     }
                                 };
                                 task_bytes.set(std::mem::size_of_val(&task));

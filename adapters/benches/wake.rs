@@ -3,8 +3,8 @@
 //! designs trade against it, in one run:
 //!
 //! - `sink keepalive, fake timer`: the two polls an idle stream makes per
-//!   keepalive (the wake-up, which sends, then the next `keepalive()`, which
-//!   registers again), with a timer whose clock is a plain variable and
+//!   keepalive (the wake-up, which sends, then the next `poll_keepalive`,
+//!   which registers again), with a timer whose clock is a plain variable and
 //!   whose sleep is a comparison, so only our code is measured;
 //! - `Instant::now`: one clock read (each design makes two per keepalive
 //!   under async-io);
@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures::Sink;
-use inlinekeepalive::core::Config;
 use inlinekeepalive::timer::Timer;
-use inlinekeepalive::KeepaliveSink;
+use inlinekeepalive::{Config, KeepaliveSink};
 
 thread_local! {
     /// The fake timer's clock.
@@ -110,20 +109,20 @@ fn wake(c: &mut Criterion) {
     let mut t = Instant::now();
     NOW.with(|now| now.set(Some(t)));
     let mut sink = KeepaliveSink::new(Null(0), FakeTimer, Config::new(interval).unwrap())
-        .peer_supports_keepalives(true);
+        .with_peer_support(true);
     let waker = Waker::from(Arc::new(TaskWaker));
     let mut cx = Context::from_waker(&waker);
 
     let mut g = c.benchmark_group("per keepalive of an idle sink");
     g.bench_function("sink keepalive, fake timer", |b| {
         b.iter(|| {
-            // The application's next `keepalive()`: registers, nothing due.
-            let registered = Pin::new(&mut sink.keepalive()).poll(&mut cx);
+            // The application's next `poll_keepalive`: registers, nothing due.
+            let registered = Pin::new(&mut sink).poll_keepalive(&mut cx);
             assert!(registered.is_pending());
             t += interval;
             NOW.with(|now| now.set(Some(t)));
             // The wake-up one interval later: sends the keepalive.
-            let sent = Pin::new(&mut sink.keepalive()).poll(&mut cx);
+            let sent = Pin::new(&mut sink).poll_keepalive(&mut cx);
             assert!(matches!(sent, Poll::Ready(Ok(()))));
         })
     });

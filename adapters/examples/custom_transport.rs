@@ -31,7 +31,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// The sender's loop: application messages from `app`, keepalives when idle.
-fn send_loop(mut socket: TcpStream, app: mpsc::Receiver<Vec<u8>>) -> std::io::Result<u32> {
+fn send_loop(mut socket: TcpStream, app: mpsc::Receiver<Vec<u8>>) -> std::io::Result<u64> {
     let epoch = StdInstant::now();
     let now = || Instant::from_micros(epoch.elapsed().as_micros() as u64);
     let config = Config::new(INTERVAL).expect("a valid interval");
@@ -50,9 +50,9 @@ fn send_loop(mut socket: TcpStream, app: mpsc::Receiver<Vec<u8>>) -> std::io::Re
             }
             Err(RecvTimeoutError::Timeout) => ka.handle_timeout(now()),
             Err(RecvTimeoutError::Disconnected) => {
-                ka.close_send();
+                ka.close();
                 socket.shutdown(std::net::Shutdown::Write)?;
-                return Ok(ka.stats().keepalives_sent);
+                return Ok(ka.keepalives_sent());
             }
         }
         // Between two frames, with a blocking socket: always able to write.
@@ -110,7 +110,7 @@ fn main() -> std::io::Result<()> {
         sent >= 2,
         "idle for 4 intervals: expected keepalives, got {sent}"
     );
-    assert_eq!(u64::from(sent), removed);
+    assert_eq!(sent, removed);
     println!("ok: no async, no runtime, keepalives sent and filtered");
     Ok(())
 }

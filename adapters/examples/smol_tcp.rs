@@ -10,9 +10,8 @@
 use std::time::{Duration, Instant};
 
 use futures::io::AsyncReadExt;
-use inlinekeepalive::core::Config;
 use inlinekeepalive::timer::{AsyncIoTimer, Timer};
-use inlinekeepalive::{KeepaliveReader, KeepaliveWriter};
+use inlinekeepalive::{Config, KeepaliveReader, KeepaliveWriter};
 
 const INTERVAL: Duration = Duration::from_millis(50);
 
@@ -35,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let server = smol::spawn(async move {
             let (socket, _) = listener.accept().await?;
             let writer = KeepaliveWriter::new(socket, AsyncIoTimer, Config::new(INTERVAL)?)
-                .peer_supports_keepalives(true);
+                .with_peer_support(true);
             let (mut frames, driver) = writer.into_driver(8);
             let driver = smol::spawn(driver); // the stream's only background work
             frames.send(frame(b"hello")).await?;
@@ -44,8 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await;
             frames.send(frame(b"still here")).await?;
             drop(frames); // end of stream: the driver flushes, closes and resolves
-            let stats = driver.await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(stats)
+            let writer = driver.await?; // the writer, closed: its stats and socket
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(writer.stats())
         });
 
         // Client: reads the response stream with keepalives removed.

@@ -10,9 +10,8 @@
 use std::time::Duration;
 
 use futures::io::AsyncReadExt;
-use inlinekeepalive::core::Config;
 use inlinekeepalive::timer::TokioTimer;
-use inlinekeepalive::{KeepaliveReader, KeepaliveWriter};
+use inlinekeepalive::{Config, KeepaliveReader, KeepaliveWriter};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 const INTERVAL: Duration = Duration::from_millis(50);
@@ -33,15 +32,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (socket, _) = listener.accept().await?;
         let (_read, write) = socket.into_split();
         let writer = KeepaliveWriter::new(write.compat_write(), TokioTimer, Config::new(INTERVAL)?)
-            .peer_supports_keepalives(true);
+            .with_peer_support(true);
         let (mut frames, driver) = writer.into_driver(8);
         let driver = tokio::spawn(driver);
         frames.send(frame(b"hello")).await?;
         tokio::time::sleep(INTERVAL * 7 / 2).await;
         frames.send(frame(b"still here")).await?;
         drop(frames);
-        let stats = driver.await??;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(stats)
+        let writer = driver.await??; // the writer, closed: its stats and socket
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(writer.stats())
     });
 
     let socket = tokio::net::TcpStream::connect(addr).await?;

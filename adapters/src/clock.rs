@@ -1,4 +1,5 @@
-//! Converting between `std::time::Instant` and the core's [`Instant`].
+//! Converting between `std::time::Instant` and the core's [`Instant`], from
+//! one origin for the whole process.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant as StdInstant};
@@ -13,52 +14,23 @@ use inlinekeepalive_core::Instant;
 /// [`Timer::origin`](crate::timer::Timer::origin), which is
 /// [`process_origin`] unless the timer says otherwise: one origin for every
 /// stream, so that a wrapper stores no origin of its own.
-///
-/// ```
-/// use std::time::{Duration, Instant};
-/// use inlinekeepalive::clock::Clock;
-///
-/// let origin = Instant::now();
-/// let clock = Clock::new(origin);
-/// let later = origin + Duration::from_millis(1500);
-/// assert_eq!(clock.to_core(later).as_micros(), 1_500_000);
-/// assert_eq!(clock.to_std(clock.to_core(later)), later);
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock {
+pub(crate) struct Clock {
     origin: StdInstant,
 }
 
 impl Clock {
     /// A clock whose core time 0 is `origin`.
     #[must_use]
-    pub fn new(origin: StdInstant) -> Self {
+    pub(crate) fn new(origin: StdInstant) -> Self {
         Self { origin }
-    }
-
-    /// A clock whose origin is [`process_origin`].
-    ///
-    /// ```
-    /// use inlinekeepalive::clock::{process_origin, Clock};
-    /// assert_eq!(Clock::process().origin(), process_origin());
-    /// ```
-    #[must_use]
-    #[inline]
-    pub fn process() -> Self {
-        Self::new(process_origin())
-    }
-
-    /// The origin.
-    #[must_use]
-    pub fn origin(&self) -> StdInstant {
-        self.origin
     }
 
     /// The core instant of `at`. Instants before the origin map to 0, and
     /// instants more than ~584,000 years after it saturate.
     #[must_use]
     #[inline]
-    pub fn to_core(&self, at: StdInstant) -> Instant {
+    pub(crate) fn to_core(self, at: StdInstant) -> Instant {
         // u64 arithmetic (no u128 `as_micros`): whole seconds times 10^6
         // plus the sub-second part, saturating like the u128 form did.
         let since = at.saturating_duration_since(self.origin);
@@ -73,7 +45,7 @@ impl Clock {
     /// platform can represent instead of panicking.
     #[must_use]
     #[inline]
-    pub fn to_std(&self, at: Instant) -> StdInstant {
+    pub(crate) fn to_std(self, at: Instant) -> StdInstant {
         let offset = Duration::from_micros(at.as_micros());
         self.origin
             .checked_add(offset)
@@ -98,21 +70,9 @@ static PROCESS_ORIGIN: OnceLock<StdInstant> = OnceLock::new();
 /// where they map exactly; instants before it would all map to core time 0.
 /// Core instants count microseconds, so the margin costs nothing: the range
 /// left is over 500,000 years.
-///
-/// ```
-/// use std::time::{Duration, Instant};
-/// use inlinekeepalive::clock::{process_origin, Clock};
-///
-/// let now = Instant::now();
-/// assert!(process_origin() < now);
-/// assert_eq!(process_origin(), process_origin()); // fixed once taken
-/// let clock = Clock::process();
-/// let round_trip = clock.to_std(clock.to_core(now)); // whole microseconds
-/// assert!(now - round_trip < Duration::from_micros(1));
-/// ```
 #[must_use]
 #[inline]
-pub fn process_origin() -> StdInstant {
+pub(crate) fn process_origin() -> StdInstant {
     *PROCESS_ORIGIN.get_or_init(|| before(StdInstant::now(), PROCESS_ORIGIN_MARGIN))
 }
 
@@ -162,7 +122,7 @@ mod tests {
 
     #[test]
     fn instants_after_the_process_origin_map_exactly() {
-        let clock = Clock::process();
+        let clock = Clock::new(process_origin());
         let at = StdInstant::now() + Duration::from_millis(1500);
         let core = clock.to_core(at);
         assert_eq!(clock.to_core(clock.to_std(core)), core);

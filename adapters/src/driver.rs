@@ -1,5 +1,7 @@
-//! [`Driver`] and [`FrameSender`]: keepalives for a stream whose application
-//! may write nothing for a long time, without a hidden task.
+//! [`Driver`]: keepalives for a stream whose application may send nothing
+//! for a long time, without a hidden task. One loop for both sending
+//! wrappers: [`KeepaliveWriter`] (whole gRPC frames) and [`KeepaliveSink`]
+//! (messages).
 
 use std::fmt;
 use std::future::Future;
@@ -10,30 +12,27 @@ use std::task::{ready, Context, Poll};
 use futures_channel::mpsc;
 use futures_core::Stream;
 use futures_io::AsyncWrite;
+use futures_sink::Sink;
+use inlinekeepalive_core::Instant;
 use pin_project_lite::pin_project;
 
 use crate::sender::{self, Command, Sender};
+use crate::sink::KeepaliveSink;
 use crate::timer::Timer;
-use crate::writer::{KeepaliveWriter, WriterStats};
+use crate::writer::KeepaliveWriter;
 
-/// How many frames the driver writes in one poll before it yields, so a
+/// How many items the driver hands over in one poll before it yields, so a
 /// busy sender cannot starve the other tasks of its executor.
-const FRAMES_PER_POLL: usize = 64;
-
-/// The application's handle to a [`Driver`]: sends items of whole gRPC
-/// frames to it through a bounded channel.
-///
-/// Each item is written as is, in order, with keepalives only between items'
-/// frames. An item should hold whole frames (a header and its payload; several
-/// are fine); the driver follows the framing, so a frame split across items
-/// is still never cut by a keepalive, but it holds the keepalives back until
-/// the rest arrives. See [`Sender`] for its methods.
-pub type FrameSender<B = Vec<u8>> = Sender<B>;
+const ITEMS_PER_POLL: usize = 64;
 
 pin_project! {
-    /// Owns a [`KeepaliveWriter`] and its transport: writes the frames that
-    /// arrive from its [`FrameSender`]s and, while none arrive, the
-    /// keepalives that fall due.
+    /// Owns a sending wrapper, [`KeepaliveWriter`] or [`KeepaliveSink`], and
+    /// its transport: sends the items that arrive from its [`Sender`]s and,
+    /// while none arrive, the keepalives that fall due.
+    ///
+    /// Made by [`KeepaliveWriter::into_driver`] (items are whole gRPC frames,
+    /// anything that is `AsRef<[u8]>`) and [`KeepaliveSink::into_driver`]
+    /// (items are messages).
     ///
     /// Like hyper's connection future or quinn's `ConnectionDriver`, it does
     /// nothing unless polled, and the library never spawns it: spawn it on
@@ -42,29 +41,25 @@ pin_project! {
     /// application holds only the channel's sending end. One driver per
     /// stream, one timer per driver, dropped with it.
     ///
-    /// It resolves when every [`FrameSender`] is dropped (after writing what
-    /// was sent, flushing and closing the transport) with the writer's final
-    /// [`WriterStats`], or with the first transport error. Dropping it
-    /// cancels the stream: frames not yet written are discarded, and the
-    /// senders get [`DriverStopped`].
+    /// It resolves when every [`Sender`] is dropped, after sending what was
+    /// queued, flushing and closing the wrapper, with the wrapper itself: its
+    /// `stats()`, and the transport through `into_inner()` (for example to
+    /// shut a socket down). A transport error resolves it with that error.
+    /// Dropping it cancels the stream: items not yet sent are discarded, and
+    /// the senders get [`DriverStopped`](crate::DriverStopped).
     ///
-    /// Frames are dated as [`KeepaliveWriter`] dates writes (most read no
-    /// clock; see its "Activity" section), and the driver reads the clock at
-    /// most once per poll for the writes of that poll that need it: they
-    /// count as sent at that instant, early by at most the poll's own
-    /// duration (microseconds; the poll never waits). The driver polls the
-    /// timer whenever its queue is empty, so a keepalive follows the last
-    /// frame after between seven eighths of the interval and the interval.
+    /// The wrapper must be `Unpin` to be handed back; `Box::pin` a transport
+    /// that is not.
     ///
     /// ```
     /// # futures::executor::block_on(async {
     /// use std::time::Duration;
     /// use futures::future::join;
-    /// use inlinekeepalive::{core::Config, timer::FuturesTimer, wire, KeepaliveWriter};
+    /// use inlinekeepalive::{timer::FuturesTimer, Config, KeepaliveWriter};
     ///
     /// let config = Config::new(Duration::from_millis(10))?;
     /// let writer = KeepaliveWriter::new(Vec::new(), FuturesTimer, config)
-    ///     .peer_supports_keepalives(true);
+    ///     .with_peer_support(true);
     /// let (mut frames, driver) = writer.into_driver(8);
     ///
     /// // On a real executor: `let task = spawn(driver);` and keep the sender.
@@ -74,57 +69,32 @@ pin_project! {
     ///     frames.send(vec![0, 0, 0, 0, 1, 0x2b]).await?;
     ///     Ok::<_, inlinekeepalive::DriverStopped>(())
     /// }; // `frames` dropped here: the driver finishes
-    /// let (sent, stats) = join(app, driver).await;
+    /// let (sent, writer) = join(app, driver).await;
     /// sent?;
-    /// assert!(stats?.keepalives_sent >= 1);
+    /// let writer = writer?;
+    /// assert!(writer.stats().keepalives_sent >= 1);
+    /// assert_eq!(writer.stats().messages_sent, 2);
+    /// let transport: Vec<u8> = writer.into_inner();
+    /// # drop(transport);
     /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
     /// ```
     #[must_use = "futures do nothing unless polled; spawn it"]
-    pub struct Driver<W, T: Timer, B = Vec<u8>> {
-        #[pin]
-        writer: KeepaliveWriter<W, T>,
-        rx: mpsc::Receiver<Command<B>>,
-        // The item being written and how much of it is written.
-        current: Option<(B, usize)>,
+    pub struct Driver<S, M> {
+        // `None` once handed back.
+        outlet: Option<S>,
+        rx: mpsc::Receiver<Command<M>>,
+        // The item being sent and how many of its bytes are written.
+        current: Option<(M, usize)>,
         unflushed: bool,
         senders_gone: bool,
     }
 }
 
-impl<W, T: Timer, B> Driver<W, T, B> {
-    /// The writer, for its [`stats`](KeepaliveWriter::stats).
-    #[must_use]
-    pub fn writer(&self) -> &KeepaliveWriter<W, T> {
-        &self.writer
-    }
-}
-
-impl<W, T: Timer, B> fmt::Debug for Driver<W, T, B>
-where
-    W: fmt::Debug,
-    T: fmt::Debug,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Driver")
-            .field("writer", &self.writer)
-            .field("writing", &self.current.is_some())
-            .field("senders_gone", &self.senders_gone)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
-    /// Splits into a [`FrameSender`] for the application and the [`Driver`]
-    /// that owns the writer, for an application that may write nothing for
-    /// a long time. `capacity` bounds the items queued in the channel (at
-    /// least one per sender can always be queued).
-    ///
-    /// The item type `B` is anything that derefs to bytes (`Vec<u8>`,
-    /// `bytes::Bytes`, `&'static [u8]`, ...). See [`Driver`] for an example.
-    pub fn into_driver<B: AsRef<[u8]>>(self, capacity: usize) -> (FrameSender<B>, Driver<W, T, B>) {
+impl<S, M> Driver<S, M> {
+    pub(crate) fn new(outlet: S, capacity: usize) -> (Sender<M>, Self) {
         let (sender, rx) = sender::channel(capacity);
         let driver = Driver {
-            writer: self,
+            outlet: Some(outlet),
             rx,
             current: None,
             unflushed: false,
@@ -132,65 +102,226 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
         };
         (sender, driver)
     }
+
+    /// The wrapper it drives, for its `stats()`; `None` once the driver
+    /// resolved.
+    #[must_use]
+    pub fn get_ref(&self) -> Option<&S> {
+        self.outlet.as_ref()
+    }
 }
 
-impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Future for Driver<W, T, B> {
-    type Output = io::Result<WriterStats>;
+impl<S: fmt::Debug, M> fmt::Debug for Driver<S, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("outlet", &self.outlet)
+            .field("sending", &self.current.is_some())
+            .field("senders_gone", &self.senders_gone)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the driver needs of a sending wrapper: the one difference between a
+/// byte stream and a message sink is how an item is handed over.
+trait Outlet<M> {
+    type Error;
+
+    /// Hands `current` over, taking it out once it is all sent. `now` is the
+    /// clock read of this driver poll, shared by its items.
+    fn poll_send(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        current: &mut Option<(M, usize)>,
+        now: &mut Option<Instant>,
+    ) -> Poll<Result<(), Self::Error>>;
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+    fn poll_keepalive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+    fn set_peer_support(self: Pin<&mut Self>, supported: bool);
+}
+
+/// The driver's loop.
+fn poll_drive<S: Outlet<M> + Unpin, M>(
+    driver: Pin<&mut Driver<S, M>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S, S::Error>> {
+    let this = driver.project();
+    let Some(outlet) = this.outlet.as_mut() else {
+        // Polled after it resolved.
+        return Poll::Pending;
+    };
+    let mut outlet = Pin::new(outlet);
+    let mut budget = ITEMS_PER_POLL;
+    // At most one clock read for the items of this poll.
+    let mut now = None;
+    loop {
+        // 1. Finish the item in hand.
+        if this.current.is_some() {
+            ready!(outlet.as_mut().poll_send(cx, this.current, &mut now))?;
+            *this.unflushed = true;
+        }
+        // 2. Take the next one.
+        if !*this.senders_gone {
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match Pin::new(&mut *this.rx).poll_next(cx) {
+                Poll::Ready(Some(Command::Item(item))) => {
+                    budget -= 1;
+                    *this.current = Some((item, 0));
+                    continue;
+                }
+                Poll::Ready(Some(Command::PeerSupport(supported))) => {
+                    outlet.as_mut().set_peer_support(supported);
+                    continue;
+                }
+                Poll::Ready(None) => *this.senders_gone = true,
+                Poll::Pending => {}
+            }
+        }
+        if *this.senders_gone {
+            ready!(outlet.as_mut().poll_close(cx))?;
+            return match this.outlet.take() {
+                Some(outlet) => Poll::Ready(Ok(outlet)),
+                None => Poll::Pending,
+            };
+        }
+        // 3. Nothing more for now: flush, then keepalives while idle.
+        if *this.unflushed {
+            ready!(outlet.as_mut().poll_flush(cx))?;
+            *this.unflushed = false;
+        }
+        ready!(outlet.as_mut().poll_keepalive(cx))?;
+    }
+}
+
+impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
+    /// Splits into a [`Sender`] for the application and the [`Driver`] that
+    /// owns the writer, for an application that may write nothing for a long
+    /// time. `capacity` bounds the items queued in the channel (at least one
+    /// per sender can always be queued).
+    ///
+    /// Each item, anything that is `AsRef<[u8]>` (`Vec<u8>`, `bytes::Bytes`,
+    /// `&'static [u8]`, ...), is written as is, in order, with keepalives
+    /// only between frames. An item should hold whole frames (a header and
+    /// its payload; several are fine): a frame split across items is still
+    /// never cut by a keepalive, but it holds the keepalives back until the
+    /// rest arrives. See [`Driver`] for an example.
+    pub fn into_driver<B: AsRef<[u8]>>(self, capacity: usize) -> (Sender<B>, Driver<Self, B>) {
+        Driver::new(self, capacity)
+    }
+}
+
+impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Outlet<B> for KeepaliveWriter<W, T> {
+    type Error = io::Error;
+
+    fn poll_send(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        current: &mut Option<(B, usize)>,
+        now: &mut Option<Instant>,
+    ) -> Poll<io::Result<()>> {
+        if let Some((item, written)) = current.as_mut() {
+            let bytes = item.as_ref();
+            while *written < bytes.len() {
+                let n = ready!(self.as_mut().poll_write_at(cx, &bytes[*written..], now))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+        }
+        *current = None;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_close(self, cx)
+    }
+
+    fn poll_keepalive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        KeepaliveWriter::poll_keepalive(self, cx)
+    }
+
+    fn set_peer_support(self: Pin<&mut Self>, supported: bool) {
+        self.set_peer_support_pinned(supported);
+    }
+}
+
+impl<W, T, B> Future for Driver<KeepaliveWriter<W, T>, B>
+where
+    W: AsyncWrite + Unpin,
+    T: Timer,
+    T::Sleep: Unpin,
+    B: AsRef<[u8]>,
+{
+    /// The writer, closed, with its stats and transport.
+    type Output = io::Result<KeepaliveWriter<W, T>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let mut budget = FRAMES_PER_POLL;
-        // At most one clock read for the writes of this poll, made by the
-        // first write that needs it (see `KeepaliveWriter::poll_write_at`).
-        let mut now = None;
-        loop {
-            // 1. Finish the item in hand.
-            if let Some((item, written)) = this.current.as_mut() {
-                let bytes = item.as_ref();
-                while *written < bytes.len() {
-                    let n = ready!(this.writer.as_mut().poll_write_at(
-                        cx,
-                        &bytes[*written..],
-                        &mut now
-                    ))?;
-                    if n == 0 {
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                    }
-                    *written += n;
-                }
-                *this.current = None;
-                *this.unflushed = true;
-            }
-            // 2. Take the next one.
-            if !*this.senders_gone {
-                if budget == 0 {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                match Pin::new(&mut *this.rx).poll_next(cx) {
-                    Poll::Ready(Some(Command::Item(item))) => {
-                        budget -= 1;
-                        *this.current = Some((item, 0));
-                        continue;
-                    }
-                    Poll::Ready(Some(Command::PeerSupport(supported))) => {
-                        this.writer.as_mut().set_peer_support_pinned(supported);
-                        continue;
-                    }
-                    Poll::Ready(None) => *this.senders_gone = true,
-                    Poll::Pending => {}
-                }
-            }
-            if *this.senders_gone {
-                ready!(this.writer.as_mut().poll_close(cx))?;
-                return Poll::Ready(Ok(this.writer.stats()));
-            }
-            // 3. Nothing more for now: flush, then keepalives while idle.
-            if *this.unflushed {
-                ready!(this.writer.as_mut().poll_flush(cx))?;
-                *this.unflushed = false;
-            }
-            ready!(this.writer.as_mut().poll_keepalive(cx))?;
+        poll_drive(self, cx)
+    }
+}
+
+impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
+    /// Splits into a [`Sender`] for the application and the [`Driver`] that
+    /// owns the sink, for an application that may send nothing for a long
+    /// time. `capacity` bounds the messages queued in the channel (at least
+    /// one per sender can always be queued). See [`KeepaliveSink`] for an
+    /// example.
+    pub fn into_driver(self, capacity: usize) -> (Sender<M>, Driver<Self, M>) {
+        Driver::new(self, capacity)
+    }
+}
+
+impl<Si: Sink<M>, M, T: Timer> Outlet<M> for KeepaliveSink<Si, M, T> {
+    type Error = Si::Error;
+
+    fn poll_send(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        current: &mut Option<(M, usize)>,
+        now: &mut Option<Instant>,
+    ) -> Poll<Result<(), Si::Error>> {
+        ready!(Sink::poll_ready(self.as_mut(), cx))?;
+        if let Some((message, _)) = current.take() {
+            self.start_send_at(message, now)?;
         }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Si::Error>> {
+        Sink::poll_flush(self, cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Si::Error>> {
+        Sink::poll_close(self, cx)
+    }
+
+    fn poll_keepalive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Si::Error>> {
+        KeepaliveSink::poll_keepalive(self, cx)
+    }
+
+    fn set_peer_support(self: Pin<&mut Self>, supported: bool) {
+        self.set_peer_support_pinned(supported);
+    }
+}
+
+impl<Si, M, T> Future for Driver<KeepaliveSink<Si, M, T>, M>
+where
+    Si: Sink<M> + Unpin,
+    T: Timer,
+    T::Sleep: Unpin,
+{
+    /// The sink, closed, with its stats and transport.
+    type Output = Result<KeepaliveSink<Si, M, T>, Si::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        poll_drive(self, cx)
     }
 }

@@ -17,7 +17,7 @@ use crate::PeerTimedOut;
 /// ```
 /// use std::time::Duration;
 /// use futures::{stream, StreamExt};
-/// use inlinekeepalive::{core::Config, timer::FuturesTimer, KeepaliveStream, PeerTimedOut};
+/// use inlinekeepalive::{timer::FuturesTimer, Config, KeepaliveStream, PeerTimedOut};
 ///
 /// # futures::executor::block_on(async {
 /// let config = Config::default().with_peer_timeout(Duration::from_millis(5))?;
@@ -39,10 +39,9 @@ use crate::PeerTimedOut;
 pub enum KeepaliveError<E> {
     /// The wrapped transport failed; [`source`](StdError::source) is `E`.
     Transport(E),
-    /// Dead-peer detection: nothing at all (neither an application message
-    /// nor a keepalive) arrived from the peer for at least the configured
-    /// peer timeout. Reported once per silence; the stream stays usable, and
-    /// a later message ends the silence.
+    /// [Dead-peer detection](crate#dead-peer-detection): nothing at all
+    /// arrived from the peer for at least the configured peer timeout. The
+    /// stream ends after it.
     PeerTimedOut(PeerTimedOut),
 }
 

@@ -3,18 +3,14 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
 
 use futures_io::AsyncRead;
 use inlinekeepalive_core::wire::{FRAME_HEADER_LEN, MAX_KEEPALIVE_LEN};
-use inlinekeepalive_core::{
-    Classification, Config, Encoding, Event, FilterStats, FrameError, FrameFilter, Keepalive,
-    Output,
-};
+use inlinekeepalive_core::{Config, Encoding, FrameError, Output, PeerTimedOut};
 use pin_project_lite::pin_project;
 
-use crate::sleep_slot::SleepSlot;
+use crate::receive::{ReceiveHalf, ReceiveStats, KEEPALIVES_PER_POLL};
 use crate::timer::{NoTimer, Timer};
 
 /// The most bytes the filter ever holds back: a header and a payload that
@@ -23,6 +19,9 @@ const HELD_MAX: usize = FRAME_HEADER_LEN + MAX_KEEPALIVE_LEN;
 
 pin_project! {
     /// Reads a gRPC byte stream with the peer's keepalive frames removed.
+    ///
+    /// Implements `futures_io::AsyncRead`, and with the `tokio` feature
+    /// `tokio::io::AsyncRead` when `R` does.
     ///
     /// Every other frame comes out byte for byte as it arrived, in order.
     /// Bytes are read straight into the caller's buffer and moved only where
@@ -52,7 +51,7 @@ pin_project! {
     ///
     /// Errors of the inner reader are passed through unchanged. A stream
     /// that breaks the gRPC framing fails with an `std::io::Error` whose
-    /// [`get_ref`](io::Error::get_ref) is the core's [`FrameError`]
+    /// [`get_ref`](io::Error::get_ref) is a [`FrameError`](crate::FrameError)
     /// (use `downcast_ref`), and whose message is that error's:
     ///
     /// - a compressed-flag byte other than 0 or 1: [`io::ErrorKind::InvalidData`];
@@ -60,8 +59,15 @@ pin_project! {
     ///
     /// Bytes before the broken frame are delivered first, exactly once; the
     /// error is then returned by every later read (it is sticky). With
-    /// [dead-peer detection](Self::detect_dead_peer), a silent peer fails a
-    /// read with [`io::ErrorKind::TimedOut`] carrying a [`PeerTimedOut`].
+    /// [dead-peer detection](Self::detect_dead_peer), a silent peer fails
+    /// reads with [`io::ErrorKind::TimedOut`] carrying a
+    /// [`PeerTimedOut`](crate::PeerTimedOut), sticky too.
+    ///
+    /// # Fairness
+    ///
+    /// A read that finds only keepalives goes on reading, but after 64 in one
+    /// call it wakes its task and returns `Pending`, so a peer that sends
+    /// nothing else cannot hold an executor thread.
     ///
     /// # Dead-peer detection
     ///
@@ -71,17 +77,14 @@ pin_project! {
     pub struct KeepaliveReader<R, T: Timer = NoTimer> {
         #[pin]
         inner: R,
-        filter: FrameFilter,
+        #[pin]
+        receive: ReceiveHalf<T>,
         // Output bytes of a held frame that did not fit a small caller
         // buffer: `pending[start..end]`.
         pending: [u8; HELD_MAX],
         pending_start: u8,
         pending_end: u8,
         state: ReadState,
-        // Whether any byte was fed to the filter (the encoding is then fixed).
-        started: bool,
-        #[pin]
-        peer: Option<PeerWatch<T>>,
     }
 }
 
@@ -97,7 +100,7 @@ enum ReadState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
     Frame(FrameError),
-    PeerTimedOut(Duration),
+    PeerTimedOut(PeerTimedOut),
     /// A broken invariant of this crate; reported, never a panic.
     Internal(&'static str),
 }
@@ -109,101 +112,11 @@ impl Failure {
                 io::Error::new(io::ErrorKind::UnexpectedEof, e)
             }
             Failure::Frame(e) => io::Error::new(io::ErrorKind::InvalidData, e),
-            Failure::PeerTimedOut(silent_for) => {
-                io::Error::new(io::ErrorKind::TimedOut, PeerTimedOut { silent_for })
-            }
+            Failure::PeerTimedOut(silence) => io::Error::new(io::ErrorKind::TimedOut, silence),
             Failure::Internal(what) => {
                 io::Error::other(format!("inlinekeepalive bug: {what}; please report it"))
             }
         }
-    }
-}
-
-/// The peer sent nothing, not even a keepalive, for longer than the peer
-/// timeout: the inner error of the [`io::ErrorKind::TimedOut`] error that a
-/// [`KeepaliveReader`] with dead-peer detection returns.
-///
-/// ```
-/// use std::time::Duration;
-/// use inlinekeepalive::PeerTimedOut;
-///
-/// let e = PeerTimedOut::new(Duration::from_secs(45));
-/// assert_eq!(e.silent_for, Duration::from_secs(45));
-/// assert_eq!(e.to_string(), "peer sent nothing, not even a keepalive, for 45s");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct PeerTimedOut {
-    /// How long the peer had been silent when it was noticed.
-    pub silent_for: Duration,
-}
-
-impl fmt::Display for PeerTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "peer sent nothing, not even a keepalive, for {:?}",
-            self.silent_for
-        )
-    }
-}
-
-impl PeerTimedOut {
-    /// The error for a peer silent for `silent_for`.
-    #[must_use]
-    pub fn new(silent_for: Duration) -> Self {
-        Self { silent_for }
-    }
-}
-
-impl std::error::Error for PeerTimedOut {}
-
-pin_project! {
-    /// Dead-peer detection: the state machine (receive side only) and its
-    /// timer.
-    struct PeerWatch<T: Timer> {
-        machine: Keepalive,
-        #[pin]
-        slot: SleepSlot<T>,
-    }
-}
-
-impl<T: Timer> PeerWatch<T> {
-    /// Records that bytes arrived (`keepalive`: a keepalive among them).
-    fn on_received(self: Pin<&mut Self>, application: bool, keepalive: bool) {
-        let this = self.project();
-        let now = this.slot.now();
-        if application {
-            this.machine.on_received(now, Classification::Application);
-        }
-        if keepalive {
-            this.machine.on_received(now, Classification::Keepalive);
-        }
-    }
-
-    /// Waits for the peer timeout; `Ready` with how long the peer was silent.
-    fn poll_timed_out(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Duration> {
-        let mut this = self.project();
-        loop {
-            if let Some(Event::PeerTimedOut { silent_for }) = this.machine.poll_event() {
-                return Poll::Ready(silent_for);
-            }
-            match this.slot.as_mut().poll(cx, this.machine.poll_timeout()) {
-                Poll::Ready(now) => {
-                    this.machine.handle_timeout(now);
-                    // Re-arm from the instant just read: no second read.
-                    this.slot.as_mut().arm(now, this.machine.poll_timeout());
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    /// The peer finished: stop watching and release the timer.
-    fn close(self: Pin<&mut Self>) {
-        let this = self.project();
-        this.machine.close_receive();
-        this.slot.release();
     }
 }
 
@@ -213,58 +126,54 @@ impl<R> KeepaliveReader<R> {
     /// ```
     /// use inlinekeepalive::KeepaliveReader;
     /// let reader = KeepaliveReader::new(futures::io::empty());
-    /// assert_eq!(reader.stats().frames_passed, 0);
+    /// assert_eq!(reader.stats().messages_passed, 0);
     /// ```
     #[must_use]
     pub fn new(reader: R) -> Self {
         Self {
             inner: reader,
-            filter: FrameFilter::new(),
+            receive: ReceiveHalf::new(NoTimer, Encoding::Identity),
             pending: [0; HELD_MAX],
             pending_start: 0,
             pending_end: 0,
             state: ReadState::Reading,
-            started: false,
-            peer: None,
         }
     }
 
-    /// Turns on dead-peer detection: when nothing at all, application data
-    /// or keepalive, arrives for `config`'s peer timeout, a read fails with
-    /// [`io::ErrorKind::TimedOut`] (inner error [`PeerTimedOut`]). The error
-    /// is sticky.
+    /// Turns on [dead-peer detection](crate#dead-peer-detection): when not a
+    /// single byte arrives for `config`'s peer timeout, reads fail with
+    /// [`io::ErrorKind::TimedOut`] (inner error
+    /// [`PeerTimedOut`](crate::PeerTimedOut)). The error is sticky. Without
+    /// a peer timeout in `config` this does nothing.
     ///
     /// Only ask for it when the peer sends keepalives (it knows that you
     /// remove them, and its interval is well below the timeout); otherwise a
-    /// quiet but healthy stream would be reported. Without a peer timeout in
-    /// `config` this only costs a clock read per read.
+    /// quiet but healthy stream would be reported.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use inlinekeepalive::{core::Config, timer::FuturesTimer, KeepaliveReader};
+    /// use inlinekeepalive::{timer::FuturesTimer, Config, KeepaliveReader};
     ///
     /// let config = Config::new(Duration::from_secs(20))?
     ///     .with_peer_timeout(Duration::from_secs(60))?;
     /// let reader = KeepaliveReader::new(futures::io::empty())
     ///     .detect_dead_peer(FuturesTimer, config);
     /// # drop(reader);
-    /// # Ok::<(), inlinekeepalive::core::ConfigError>(())
+    /// # Ok::<(), inlinekeepalive::ConfigError>(())
     /// ```
     #[must_use]
     pub fn detect_dead_peer<T: Timer>(self, timer: T, config: Config) -> KeepaliveReader<R, T> {
-        let slot = SleepSlot::new(timer);
-        let now = slot.now();
-        let mut machine = Keepalive::new(config, now);
-        machine.expect_peer_keepalives(now, true);
+        let mut receive = ReceiveHalf::new(timer, Encoding::Identity);
+        if let Some(timeout) = config.peer_timeout() {
+            receive = receive.watch_now(timeout);
+        }
         KeepaliveReader {
             inner: self.inner,
-            filter: self.filter,
+            receive,
             pending: self.pending,
             pending_start: self.pending_start,
             pending_end: self.pending_end,
             state: self.state,
-            started: self.started,
-            peer: Some(PeerWatch { machine, slot }),
         }
     }
 }
@@ -276,15 +185,13 @@ impl<R, T: Timer> KeepaliveReader<R, T> {
     /// the whole stream, and once bytes were read it is left unchanged.
     ///
     /// ```
-    /// use inlinekeepalive::{Encoding, KeepaliveReader};
+    /// use inlinekeepalive::{core::Encoding, KeepaliveReader};
     /// let reader = KeepaliveReader::new(futures::io::empty()).encoding(Encoding::Gzip);
-    /// assert_eq!(reader.filter().encoding(), Encoding::Gzip);
+    /// # drop(reader);
     /// ```
     #[must_use]
     pub fn encoding(mut self, encoding: Encoding) -> Self {
-        if !self.started {
-            self.filter = FrameFilter::with_encoding(encoding);
-        }
+        self.receive.set_encoding(encoding);
         self
     }
 
@@ -292,9 +199,9 @@ impl<R, T: Timer> KeepaliveReader<R, T> {
     /// (`gzip`, `deflate`, `identity`, ...; case-insensitive).
     ///
     /// ```
-    /// use inlinekeepalive::{Encoding, KeepaliveReader};
+    /// use inlinekeepalive::KeepaliveReader;
     /// let reader = KeepaliveReader::new(futures::io::empty()).grpc_encoding("deflate");
-    /// assert_eq!(reader.filter().encoding(), Encoding::Deflate);
+    /// # drop(reader);
     /// ```
     #[must_use]
     pub fn grpc_encoding(self, value: &str) -> Self {
@@ -303,21 +210,8 @@ impl<R, T: Timer> KeepaliveReader<R, T> {
 
     /// Counters: keepalives removed, collisions seen, frames passed on.
     #[must_use]
-    pub fn stats(&self) -> FilterStats {
-        self.filter.stats()
-    }
-
-    /// The frame filter, for its state ([`FrameFilter::is_at_boundary`],
-    /// [`FrameFilter::encoding`]).
-    #[must_use]
-    pub fn filter(&self) -> &FrameFilter {
-        &self.filter
-    }
-
-    /// The state machine of dead-peer detection, if it is on.
-    #[must_use]
-    pub fn keepalive(&self) -> Option<&Keepalive> {
-        self.peer.as_ref().map(|peer| &peer.machine)
+    pub fn stats(&self) -> ReceiveStats {
+        self.receive.stats()
     }
 
     /// The inner reader.
@@ -349,9 +243,8 @@ impl<R: fmt::Debug, T: Timer> fmt::Debug for KeepaliveReader<R, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeepaliveReader")
             .field("inner", &self.inner)
-            .field("filter", &self.filter)
+            .field("receive", &self.receive)
             .field("state", &self.state)
-            .field("dead_peer_detection", &self.peer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -359,7 +252,8 @@ impl<R: fmt::Debug, T: Timer> fmt::Debug for KeepaliveReader<R, T> {
 /// Runs the filter over `buf[start..end]`, where `buf[..start]` is room for
 /// the `start` bytes the filter holds, and compacts what it passes on to the
 /// front of `buf`. Returns the length passed on and the error that stopped
-/// it, if any (what was passed on before it is valid).
+/// it, if any (what was passed on before it is valid), and how many
+/// keepalives it removed.
 ///
 /// ```text
 /// buf: [ room for held | input read ........ | unused ]
@@ -369,18 +263,19 @@ impl<R: fmt::Debug, T: Timer> fmt::Debug for KeepaliveReader<R, T> {
 /// Output never overtakes input: a forwarded range moves left or stays, and
 /// held bytes (the `start` old ones plus those taken from this input) fit in
 /// front of the input they were taken from.
-fn filter_in_place(
-    filter: &mut FrameFilter,
+fn filter_in_place<T: Timer>(
+    mut receive: Pin<&mut ReceiveHalf<T>>,
     buf: &mut [u8],
     start: usize,
     end: usize,
-) -> (usize, Option<Failure>) {
+) -> Filtered {
     let mut write = 0;
+    let mut removed = 0;
     let mut read = start;
     while read < end {
-        let step = match filter.step(&buf[read..end]) {
+        let step = match receive.as_mut().step(&buf[read..end]) {
             Ok(step) => step,
-            Err(e) => return (write, Some(Failure::Frame(e))),
+            Err(e) => return Filtered::failed(write, removed, Failure::Frame(e)),
         };
         let consumed = step.consumed;
         match step.output {
@@ -400,18 +295,43 @@ fn filter_in_place(
                     }
                     _ => {
                         let what = "held bytes would overwrite unread input";
-                        return (write, Some(Failure::Internal(what)));
+                        return Filtered::failed(write, removed, Failure::Internal(what));
                     }
                 }
             }
-            Output::Removed | Output::Nothing => {}
+            Output::Removed => removed += 1,
+            Output::Nothing => {}
         }
         if consumed == 0 {
             break;
         }
         read += consumed;
     }
-    (write, None)
+    Filtered {
+        passed: write,
+        removed,
+        failure: None,
+    }
+}
+
+/// What [`filter_in_place`] did.
+struct Filtered {
+    /// Bytes passed on, at the front of the buffer.
+    passed: usize,
+    /// Keepalives removed.
+    removed: u32,
+    /// What stopped it, if anything.
+    failure: Option<Failure>,
+}
+
+impl Filtered {
+    fn failed(passed: usize, removed: u32, failure: Failure) -> Self {
+        Self {
+            passed,
+            removed,
+            failure: Some(failure),
+        }
+    }
 }
 
 impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
@@ -434,13 +354,19 @@ impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
             *this.pending_start += n as u8;
             return Poll::Ready(Ok(n));
         }
+        let mut removed = 0;
         loop {
             match *this.state {
                 ReadState::Reading => {}
                 ReadState::Eof => return Poll::Ready(Ok(0)),
                 ReadState::Failed(failure) => return Poll::Ready(Err(failure.to_io())),
             }
-            let held = this.filter.held_len();
+            if removed >= KEEPALIVES_PER_POLL {
+                // Only keepalives so far: let the executor run other tasks.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let (held, held_needs) = this.receive.held();
             let small = held > 0 && buf.len() <= held;
             // Read after room for the held bytes, so writing them out never
             // overwrites input not yet filtered; while the filter holds a
@@ -448,8 +374,7 @@ impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
             // at most what completes it into a stack buffer.
             let mut stack = [0u8; HELD_MAX];
             let (target, limit): (&mut [u8], usize) = if small {
-                let needs = this.filter.held_needs().min(HELD_MAX - held);
-                (&mut stack[..], held + needs)
+                (&mut stack[..], held + held_needs.min(HELD_MAX - held))
             } else {
                 let len = buf.len();
                 (&mut *buf, len)
@@ -458,39 +383,26 @@ impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    if let Some(peer) = this.peer.as_mut().as_pin_mut() {
-                        if let Poll::Ready(silent_for) = peer.poll_timed_out(cx) {
-                            let failure = Failure::PeerTimedOut(silent_for);
-                            *this.state = ReadState::Failed(failure);
-                            return Poll::Ready(Err(failure.to_io()));
-                        }
-                    }
-                    return Poll::Pending;
+                    let silence = ready!(this.receive.as_mut().poll_silence(cx));
+                    let failure = Failure::PeerTimedOut(silence);
+                    *this.state = ReadState::Failed(failure);
+                    return Poll::Ready(Err(failure.to_io()));
                 }
             };
             if read == 0 {
-                *this.state = match this.filter.finish() {
+                *this.state = match this.receive.as_mut().finish() {
                     Ok(()) => ReadState::Eof,
                     Err(e) => ReadState::Failed(Failure::Frame(e)),
                 };
-                if let Some(peer) = this.peer.as_mut().as_pin_mut() {
-                    peer.close();
-                }
                 continue;
             }
-            *this.started = true;
-            let before = this.filter.stats();
-            let (passed, error) = filter_in_place(this.filter, target, held, held + read);
-            if let Some(peer) = this.peer.as_mut().as_pin_mut() {
-                let after = this.filter.stats();
-                peer.on_received(
-                    passed > 0 || after.frames_passed > before.frames_passed,
-                    after.keepalives_removed > before.keepalives_removed,
-                );
-            }
-            if let Some(failure) = error {
+            this.receive.as_mut().on_bytes();
+            let filtered = filter_in_place(this.receive.as_mut(), target, held, held + read);
+            removed += filtered.removed;
+            if let Some(failure) = filtered.failure {
                 *this.state = ReadState::Failed(failure);
             }
+            let passed = filtered.passed;
             if passed == 0 {
                 // Everything was a keepalive, held back, or an error: read on
                 // (returning 0 here would mean end of stream).

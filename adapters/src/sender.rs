@@ -1,6 +1,5 @@
-//! The application's end of a driver: a bounded channel of items, shared by
-//! [`Driver`](crate::Driver) (whole gRPC frames) and
-//! [`SinkDriver`](crate::SinkDriver) (messages).
+//! The application's end of a [`Driver`](crate::Driver): a bounded channel
+//! of items (whole gRPC frames, or messages).
 
 use std::fmt;
 use std::io;
@@ -27,12 +26,12 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, mpsc::Receiver<Command<
 /// channel, in order, waiting while the channel is full (back-pressure from
 /// a slow transport).
 ///
-/// Used as [`FrameSender`](crate::FrameSender) (items of whole gRPC frames,
-/// to a [`Driver`](crate::Driver)) and [`MessageSender`](crate::MessageSender)
-/// (messages, to a [`SinkDriver`](crate::SinkDriver)). Clone it to send from
-/// several places; items never interleave below item granularity. Dropping
-/// every sender ends the stream: the driver sends what was queued, closes
-/// the transport and resolves.
+/// Items are whole gRPC frames for a driver of a
+/// [`KeepaliveWriter`](crate::KeepaliveWriter), messages for one of a
+/// [`KeepaliveSink`](crate::KeepaliveSink). Clone it to send from several
+/// places; items never interleave below item granularity. Dropping every
+/// sender ends the stream: the driver sends what was queued, closes the
+/// transport and resolves. It is also a `futures_sink::Sink`.
 pub struct Sender<T> {
     tx: mpsc::Sender<Command<T>>,
 }

@@ -12,70 +12,31 @@ use pin_project_lite::pin_project;
 use crate::clock::Clock;
 use crate::timer::Timer;
 
-/// What the sleep is set to, and whether the task is registered on it,
-/// packed into one `u64` (8 bytes instead of an enum's 16):
-///
-/// - `OFF` (`u64::MAX`): no deadline, the sleep (if any) is ignored;
-/// - `at` (top bit clear): *set* for `at` and not polled since: the sleep
-///   decides (reading its own clock) whether `at` has come;
-/// - `at | WAITING` (top bit set): *waiting*: set for `at` and pending when
-///   last polled, so the task is registered on it: the next poll is most
-///   likely its wake-up, and one clock read decides.
-///
-/// A deadline that does not fit in 63 bits (over 292,000 years from the
-/// origin) is stored as `OFF`: it then never matches, so the sleep is reset
-/// and the clock read on every poll, which is correct, only slower.
+/// What the sleep is set to, and whether the task is registered on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Armed(u64);
-
-const WAITING: u64 = 1 << 63;
+enum Armed {
+    /// No deadline: the sleep (if any) is ignored.
+    Off,
+    /// Set for `at` and not polled since: the sleep decides (reading its own
+    /// clock) whether `at` has come.
+    Set(Instant),
+    /// Set for `at` and pending when last polled, so the task is registered
+    /// on it: the next poll is most likely its wake-up, and one clock read
+    /// decides.
+    Waiting(Instant),
+}
 
 impl Armed {
-    const OFF: Self = Self(u64::MAX);
-
-    #[inline]
-    fn set(at: Instant) -> Self {
-        let micros = at.as_micros();
-        if micros & WAITING == 0 {
-            Self(micros)
-        } else {
-            Self::OFF
-        }
-    }
-
-    #[inline]
-    fn waiting(at: Instant) -> Self {
-        let micros = at.as_micros();
-        if micros & WAITING == 0 {
-            Self(micros | WAITING)
-        } else {
-            Self::OFF
-        }
-    }
-
-    /// Set (not yet polled) for exactly `at`.
-    #[inline]
-    fn is_set_for(self, at: Instant) -> bool {
-        let micros = at.as_micros();
-        micros & WAITING == 0 && self.0 == micros
-    }
-
-    /// Waiting for exactly `at`.
-    #[inline]
-    fn is_waiting_for(self, at: Instant) -> bool {
-        let micros = at.as_micros();
-        micros & WAITING == 0 && self.0 == micros | WAITING
-    }
-
     /// Set or waiting for exactly `at`.
-    #[inline]
     fn is_for(self, at: Instant) -> bool {
-        let micros = at.as_micros();
-        micros & WAITING == 0 && self.0 & !WAITING == micros
+        matches!(self, Armed::Set(t) | Armed::Waiting(t) if t == at)
     }
 
     fn at(self) -> Option<Instant> {
-        (self != Self::OFF).then(|| Instant::from_micros(self.0 & !WAITING))
+        match self {
+            Armed::Off => None,
+            Armed::Set(at) | Armed::Waiting(at) => Some(at),
+        }
     }
 }
 
@@ -148,7 +109,7 @@ impl<T: Timer> SleepSlot<T> {
         Self {
             sleep: None,
             timer,
-            armed: Armed::OFF,
+            armed: Armed::Off,
         }
     }
 
@@ -179,10 +140,10 @@ impl<T: Timer> SleepSlot<T> {
     ) -> Poll<Instant> {
         let mut this = self.project();
         let Some(at) = next else {
-            *this.armed = Armed::OFF;
+            *this.armed = Armed::Off;
             return Poll::Pending;
         };
-        if this.armed.is_waiting_for(at) {
+        if *this.armed == Armed::Waiting(at) {
             // Registered and polled again: most likely the sleep's wake-up.
             // The clock decides, compared in std time (no conversion of
             // `now`), and `at` itself stands for now (see the type's docs).
@@ -191,7 +152,7 @@ impl<T: Timer> SleepSlot<T> {
             if this.timer.now() >= clock(this.timer).to_std(at) {
                 return Poll::Ready(at);
             }
-        } else if !this.armed.is_set_for(at) {
+        } else if *this.armed != Armed::Set(at) {
             // A new deadline: it may have passed already.
             let now = now(this.timer);
             if now >= at {
@@ -201,7 +162,7 @@ impl<T: Timer> SleepSlot<T> {
         }
         // Set for `at` and not polled since (or early): the sleep itself says
         // whether `at` has come; no clock read of ours.
-        *this.armed = Armed::waiting(at);
+        *this.armed = Armed::Waiting(at);
         let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
@@ -240,14 +201,14 @@ impl<T: Timer> SleepSlot<T> {
             return;
         }
         set(this.sleep.as_mut(), this.timer, at);
-        *this.armed = Armed::set(at);
+        *this.armed = Armed::Set(at);
     }
 
     /// Drops the sleep, releasing the runtime's timer entry.
     pub(crate) fn release(self: Pin<&mut Self>) {
         let mut this = self.project();
         this.sleep.set(None);
-        *this.armed = Armed::OFF;
+        *this.armed = Armed::Off;
     }
 }
 

@@ -18,9 +18,13 @@ use std::time::Instant;
 /// `Unpin`; `TokioTimer` boxes tokio's (`Pin<Box<tokio::time::Sleep>>`)
 /// to keep its wrappers `Unpin` too. Do the same with a sleep that is not
 /// `Unpin` unless you pin the wrappers yourself.
+///
+/// A sleep's output is ignored, and so is its completing early or late:
+/// the wrappers compare [`now`](Timer::now) with their deadline themselves,
+/// so a timer only has to wake the task at about the right time.
 pub trait Timer: Clone + Send + Sync + 'static {
-    /// The sleep future; completes at its deadline.
-    type Sleep: Future<Output = ()> + Send + 'static;
+    /// The sleep future; completes at (or after) its deadline.
+    type Sleep: Future + Send + 'static;
 
     /// A sleep that completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
@@ -37,21 +41,21 @@ pub trait Timer: Clone + Send + Sync + 'static {
 
     /// The instant that the core's time 0 stands for: the wrappers map
     /// [`now`](Timer::now) and their deadlines to the core's microsecond
-    /// [`Instant`](crate::core::Instant) relative to it (see
-    /// [`Clock`](crate::clock::Clock)). It MUST return the same instant on
-    /// every call, for the timer and its clones, and SHOULD be at or before
-    /// every instant `now` returns: one before it maps to core time 0 (so a
-    /// stream would see no time pass until its clock reached the origin).
+    /// [`Instant`](crate::core::Instant) relative to it. It MUST return the
+    /// same instant on every call, for the timer and its clones, and SHOULD
+    /// be at or before every instant `now` returns: one before it maps to
+    /// core time 0 (so a stream would see no time pass until its clock
+    /// reached the origin).
     ///
-    /// The default is [`process_origin`](crate::clock::process_origin), a
-    /// day before the process first asked for it; keep it unless `now` can
-    /// return instants from before then, for example a mocked clock that
-    /// starts in the past (one that starts at `Instant::now()` is fine).
+    /// The default is one origin for the whole process, a day before the
+    /// process first asked for it; keep it unless `now` can return instants
+    /// from before then, for example a mocked clock that starts in the past
+    /// (one that starts at `Instant::now()` is fine).
     ///
     /// ```
-    /// use inlinekeepalive::{clock, timer::{NoTimer, Timer}};
-    /// assert_eq!(NoTimer.origin(), clock::process_origin());
+    /// use inlinekeepalive::timer::{NoTimer, Timer};
     /// assert!(NoTimer.origin() <= NoTimer.now());
+    /// assert_eq!(NoTimer.origin(), NoTimer.origin());
     /// ```
     #[inline]
     fn origin(&self) -> Instant {
@@ -104,29 +108,16 @@ mod async_io_impl {
     pub struct AsyncIoTimer;
 
     impl Timer for AsyncIoTimer {
-        type Sleep = AsyncIoSleep;
+        type Sleep = async_io::Timer;
 
         #[inline]
         fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
-            AsyncIoSleep(async_io::Timer::at(deadline))
+            async_io::Timer::at(deadline)
         }
 
         #[inline]
         fn reset(&self, sleep: Pin<&mut Self::Sleep>, deadline: Instant) {
-            sleep.get_mut().0.set_at(deadline);
-        }
-    }
-
-    /// An `async_io::Timer` as a `Future<Output = ()>`.
-    #[derive(Debug)]
-    pub struct AsyncIoSleep(async_io::Timer);
-
-    impl Future for AsyncIoSleep {
-        type Output = ();
-
-        #[inline]
-        fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-            Pin::new(&mut self.0).poll(cx).map(drop)
+            sleep.get_mut().set_at(deadline);
         }
     }
 }

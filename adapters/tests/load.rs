@@ -21,9 +21,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::io::{AsyncRead, AsyncWrite};
-use inlinekeepalive::core::Config;
 use inlinekeepalive::wire::KEEPALIVE_FRAME;
-use inlinekeepalive::{KeepaliveReader, KeepaliveWriter};
+use inlinekeepalive::{Config, KeepaliveReader, KeepaliveWriter};
 use support::{ChunkyPipe, MockTimer};
 
 const INTERVAL: Duration = Duration::from_millis(20);
@@ -177,7 +176,7 @@ fn a_million_frames_pass_intact_with_keepalives_only_at_boundaries() {
     let read_end = pipe.other_end(2);
     let config = Config::new(INTERVAL).unwrap();
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config).peer_supports_keepalives(true);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config).with_peer_support(true);
     let mut reader = KeepaliveReader::new(read_end);
     let mut cx = Context::from_waker(Waker::noop());
 
@@ -247,8 +246,8 @@ fn a_million_frames_pass_intact_with_keepalives_only_at_boundaries() {
     );
     assert_eq!(app.checksum, sent_checksum);
     assert_eq!(raw.checksum, sent_checksum);
-    assert_eq!(sent.frames_written, total);
-    assert_eq!(received.frames_passed, total);
+    assert_eq!(sent.messages_sent, total);
+    assert_eq!(received.messages_passed, total);
     assert_eq!(raw.keepalives, sent.keepalives_sent);
     assert_eq!(received.keepalives_removed, sent.keepalives_sent);
     assert!(

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use futures::io::{AsyncRead, AsyncReadExt};
-use inlinekeepalive::core::Config;
-use inlinekeepalive::wire::KEEPALIVE_FRAME;
-use inlinekeepalive::{FrameError, KeepaliveReader, PeerTimedOut};
+use inlinekeepalive::wire::{KEEPALIVE_FRAME, KEEPALIVE_MESSAGE};
+use inlinekeepalive::{Config, FrameError, KeepaliveReader, PeerTimedOut};
 use support::{frame, ChunkyPipe, MockTimer};
 
 /// A reader that returns its chunks one per read (never more than the
@@ -101,7 +100,7 @@ fn every_chunk_size_and_every_buffer_size_gives_the_same_bytes() {
             assert_eq!(out, expected, "chunk {chunk}, buffer {buf_size}");
             let stats = reader.stats();
             assert_eq!(stats.keepalives_removed, keepalives);
-            assert_eq!(stats.frames_passed, 6);
+            assert_eq!(stats.messages_passed, 6);
             assert_eq!(stats.collisions, 1);
         }
     }
@@ -219,10 +218,103 @@ fn inner_errors_pass_through_and_are_not_sticky() {
     assert_eq!(block_on(reader.read(&mut [0u8; 8])).unwrap(), 0);
 }
 
+/// CRC-32 (IEEE, reflected), for the gzip trailer.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Adler-32, for the zlib trailer.
+fn adler32(bytes: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in bytes {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
+}
+
+/// `data` as one stored (uncompressed) DEFLATE block.
+fn stored_block(data: &[u8]) -> Vec<u8> {
+    let len = data.len() as u16;
+    let mut out = vec![0x01]; // BFINAL, BTYPE = stored
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A gRPC frame with the compressed flag set around `compressed`.
+fn compressed_frame(compressed: &[u8]) -> Vec<u8> {
+    let mut f = frame(compressed);
+    f[0] = 1;
+    f
+}
+
+/// The keepalive message as a gzip member (RFC 1952).
+fn gzip_keepalive() -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.extend_from_slice(&stored_block(&KEEPALIVE_MESSAGE));
+    out.extend_from_slice(&crc32(&KEEPALIVE_MESSAGE).to_le_bytes());
+    out.extend_from_slice(&(KEEPALIVE_MESSAGE.len() as u32).to_le_bytes());
+    out
+}
+
+/// The keepalive message as a zlib stream (RFC 1950: gRPC's `deflate`).
+fn zlib_keepalive() -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    out.extend_from_slice(&stored_block(&KEEPALIVE_MESSAGE));
+    out.extend_from_slice(&adler32(&KEEPALIVE_MESSAGE).to_be_bytes());
+    out
+}
+
+/// `grpc_encoding` sets the stream's encoding (case-insensitively): a
+/// keepalive that the peer compressed is then recognised and removed; without
+/// it (identity), or with the other encoding, the same frame is an ordinary
+/// compressed message and passes untouched.
 #[test]
 fn grpc_encoding_is_a_builder_option() {
-    let reader = KeepaliveReader::new(Chunks::new(Vec::new(), vec![1])).grpc_encoding("gzip");
-    assert_eq!(reader.filter().encoding(), inlinekeepalive::Encoding::Gzip);
+    let app = frame(&[0x08, 0x01]);
+    for (compressed, right, wrong) in [
+        (gzip_keepalive(), "gzip", "deflate"),
+        (zlib_keepalive(), "DEFLATE", "gzip"),
+    ] {
+        let ka = compressed_frame(&compressed);
+        let wire = [app.clone(), ka.clone(), app.clone()].concat();
+        for chunk in [1, 7, 1000] {
+            let mut reader =
+                KeepaliveReader::new(Chunks::new(wire.clone(), vec![chunk])).grpc_encoding(right);
+            let out = read_all_with(&mut reader, 64).unwrap();
+            assert_eq!(
+                out,
+                [app.clone(), app.clone()].concat(),
+                "{right}, chunk {chunk}"
+            );
+            assert_eq!(reader.stats().keepalives_removed, 1, "{right}");
+            assert_eq!(reader.stats().messages_passed, 2, "{right}");
+            for other in [None, Some(wrong)] {
+                let reader = KeepaliveReader::new(Chunks::new(wire.clone(), vec![chunk]));
+                let mut reader = match other {
+                    Some(encoding) => reader.grpc_encoding(encoding),
+                    None => reader,
+                };
+                let out = read_all_with(&mut reader, 64).unwrap();
+                assert_eq!(out, wire, "{right} read as {other:?}: passed untouched");
+                assert_eq!(reader.stats().keepalives_removed, 0);
+                assert_eq!(reader.stats().messages_passed, 3);
+            }
+        }
+    }
 }
 
 #[test]
@@ -263,4 +355,102 @@ fn a_silent_peer_times_out_and_a_talking_one_does_not() {
     assert!(timer.live() <= 1);
     drop(reader);
     assert_eq!(timer.live(), 0, "the reader's timer is dropped with it");
+}
+
+/// A peer that sends `keepalives` keepalive frames, generated lazily, one
+/// frame per read at most, then `app`, then end of stream. Counts the bytes
+/// of keepalive frames it handed out in `sent`, which the test shares.
+struct KeepaliveFlood {
+    keepalives: u64,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    app: Vec<u8>,
+    app_pos: usize,
+}
+
+/// Keepalive frames handed out so far (partial ones rounded down).
+fn keepalives_sent(sent: &std::sync::atomic::AtomicU64) -> u64 {
+    sent.load(std::sync::atomic::Ordering::SeqCst) / KEEPALIVE_FRAME.len() as u64
+}
+
+impl AsyncRead for KeepaliveFlood {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let sent = self.sent.load(std::sync::atomic::Ordering::SeqCst);
+        if sent < self.keepalives * KEEPALIVE_FRAME.len() as u64 {
+            let offset = (sent % KEEPALIVE_FRAME.len() as u64) as usize;
+            let rest = &KEEPALIVE_FRAME[offset..];
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.sent
+                .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+            return Poll::Ready(Ok(n));
+        }
+        let n = buf.len().min(self.app.len() - self.app_pos);
+        buf[..n].copy_from_slice(&self.app[self.app_pos..self.app_pos + n]);
+        self.app_pos += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// A peer that floods the reader with keepalives (and nothing else) must not
+/// keep one `poll_read` call busy until the flood ends: the reader yields
+/// (`Pending`, after waking its own task) every so often, so that the task
+/// can be cancelled or other work on the executor can run. The application
+/// bytes that follow the flood still arrive, exactly once.
+#[test]
+fn poll_read_yields_while_the_peer_sends_only_keepalives() {
+    /// The most keepalives one `poll_read` call may swallow.
+    const BOUND: u64 = 1024;
+    const FLOOD: u64 = 4_000_000;
+    let mut app = frame(&[0x08, 0x01]);
+    app.extend_from_slice(&frame(&[0x42; 300]));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let flood = KeepaliveFlood {
+        keepalives: FLOOD,
+        sent: sent.clone(),
+        app: app.clone(),
+        app_pos: 0,
+    };
+    let mut reader = KeepaliveReader::new(flood);
+    let (waker, wakes) = support::counting_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
+    let mut pendings = 0u64;
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        let before = keepalives_sent(&sent);
+        let wakes_before = wakes.load(std::sync::atomic::Ordering::SeqCst);
+        let polled = Pin::new(&mut reader).poll_read(&mut cx, &mut buf);
+        let swallowed = keepalives_sent(&sent) - before;
+        assert!(
+            swallowed <= BOUND,
+            "poll call {polls} swallowed {swallowed} keepalives before returning {polled:?} \
+             (at most {BOUND} allowed per call; {pendings} Pending so far)"
+        );
+        match polled {
+            Poll::Pending => {
+                pendings += 1;
+                assert!(
+                    wakes.load(std::sync::atomic::Ordering::SeqCst) > wakes_before,
+                    "poll call {polls} returned Pending without waking the task \
+                     (the inner reader is always ready)"
+                );
+            }
+            Poll::Ready(Ok(0)) => break,
+            Poll::Ready(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Poll::Ready(Err(e)) => panic!("poll call {polls} failed: {e}"),
+        }
+        assert!(polls <= 2 * FLOOD, "no end of stream after {polls} polls");
+    }
+    assert_eq!(out, app, "the application bytes, exactly once");
+    assert_eq!(keepalives_sent(&sent), FLOOD);
+    assert!(
+        pendings >= FLOOD / BOUND,
+        "{pendings} Pending for {FLOOD} keepalives"
+    );
 }

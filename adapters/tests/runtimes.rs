@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use futures::future::{join, BoxFuture, FutureExt};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use inlinekeepalive::core::{Config, FilterStats};
 use inlinekeepalive::timer::Timer;
-use inlinekeepalive::{KeepaliveReader, KeepaliveWriter, WriterStats};
+use inlinekeepalive::{Config, KeepaliveReader, KeepaliveWriter, ReceiveStats, SendStats};
 use support::frame;
 
 const INTERVAL: Duration = Duration::from_millis(20);
@@ -33,8 +32,8 @@ fn nothing() -> HalfClose {
 
 struct Side {
     received: Vec<u8>,
-    reader: FilterStats,
-    writer: WriterStats,
+    reader: ReceiveStats,
+    writer: SendStats,
 }
 
 /// One end of the connection: sends its two messages through a spawned
@@ -48,11 +47,12 @@ async fn side<R, W, T>(
 ) -> Side
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
     T: Timer,
+    T::Sleep: Unpin,
 {
     let config = Config::new(INTERVAL).unwrap();
-    let writer = KeepaliveWriter::new(write, timer.clone(), config).peer_supports_keepalives(true);
+    let writer = KeepaliveWriter::new(write, timer.clone(), config).with_peer_support(true);
     let (mut frames, driver) = writer.into_driver(4);
     let (driver, finished) = driver.remote_handle();
     spawn(driver.boxed());
@@ -67,9 +67,9 @@ where
             .await
             .unwrap();
         drop(frames); // the driver flushes, closes the write half, resolves
-        let stats = finished.await.unwrap();
+        let writer = finished.await.unwrap();
         half_close();
-        stats
+        writer.stats()
     };
     let receive = async move {
         let mut reader = KeepaliveReader::new(read);
@@ -92,8 +92,9 @@ async fn idle_streams_both_ways<R, W, T>(
     spawn: Spawn<'_>,
 ) where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
     T: Timer,
+    T::Sleep: Unpin,
 {
     let (s, c) = join(
         side(server, "server", timer.clone(), spawn),
@@ -116,8 +117,8 @@ async fn idle_streams_both_ways<R, W, T>(
             peer.writer.keepalives_sent
         );
         assert_eq!(me.reader.keepalives_removed, peer.writer.keepalives_sent);
-        assert_eq!(me.reader.frames_passed, 2);
-        assert_eq!(peer.writer.frames_written, 2);
+        assert_eq!(me.reader.messages_passed, 2);
+        assert_eq!(peer.writer.messages_sent, 2);
     }
 }
 

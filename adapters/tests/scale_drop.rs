@@ -12,8 +12,7 @@ use futures::channel::mpsc;
 use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
 use futures::StreamExt;
-use inlinekeepalive::core::{Config, Policy};
-use inlinekeepalive::{wire, KeepaliveSink, KeepaliveStream};
+use inlinekeepalive::{wire, Config, KeepaliveSink, KeepaliveStream, Policy};
 use support::{counting_waker, CountingTimer, TestSink};
 
 const N: usize = 10_000;
@@ -56,7 +55,7 @@ fn dropping_10k_streams_and_sinks_releases_every_timer() {
 
         let inner = TestSink::new(i % 2 == 0); // half of them busy: timers all the same
         let mut k = KeepaliveSink::new(inner, timer.clone(), config().with_policy(Policy::Idle))
-            .peer_supports_keepalives(true);
+            .with_peer_support(true);
         assert!(std::pin::Pin::new(&mut k)
             .poll_keepalive(&mut cx)
             .is_pending());
@@ -84,8 +83,8 @@ fn dropping_10k_spawned_drivers_leaves_no_task_and_no_timer() {
     let mut peers = Vec::with_capacity(N);
     for i in 0..N {
         let (transport, peer) = mpsc::channel::<Vec<u8>>(1);
-        let sink = KeepaliveSink::new(transport, timer.clone(), config())
-            .peer_supports_keepalives(i % 3 != 0);
+        let sink =
+            KeepaliveSink::new(transport, timer.clone(), config()).with_peer_support(i % 3 != 0);
         let (messages, driver) = sink.into_driver(1);
         let guard = TaskGuard(tasks.clone());
         tasks.fetch_add(1, Ordering::SeqCst);
@@ -128,16 +127,19 @@ fn finished_drivers_release_their_timers_before_being_dropped() {
     let mut pool = LocalPool::new();
     let spawner = pool.spawner();
     let done = Arc::new(AtomicUsize::new(0));
+    // The sinks the drivers hand back, kept alive: closed, they hold no timer.
+    let finished = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     for _ in 0..1_000 {
         let (transport, _peer) = mpsc::unbounded::<Vec<u8>>();
-        let sink =
-            KeepaliveSink::new(transport, timer.clone(), config()).peer_supports_keepalives(true);
+        let sink = KeepaliveSink::new(transport, timer.clone(), config()).with_peer_support(true);
         let (messages, driver) = sink.into_driver(1);
         let done = done.clone();
+        let finished = finished.clone();
         spawner
             .spawn_local(async move {
-                let stats = driver.await.unwrap();
-                assert_eq!(stats.messages_sent, 0);
+                let sink = driver.await.unwrap();
+                assert_eq!(sink.stats().messages_sent, 0);
+                finished.borrow_mut().push(sink);
                 done.fetch_add(1, Ordering::SeqCst);
             })
             .unwrap();
@@ -145,5 +147,8 @@ fn finished_drivers_release_their_timers_before_being_dropped() {
     }
     pool.run();
     assert_eq!(done.load(Ordering::SeqCst), 1_000);
+    assert_eq!(finished.borrow().len(), 1_000);
+    assert_eq!(timer.live.load(Ordering::SeqCst), 0);
+    drop(finished);
     assert_eq!(timer.live.load(Ordering::SeqCst), 0);
 }

@@ -9,9 +9,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{executor::block_on, future, Sink, StreamExt};
-use inlinekeepalive::core::{Config, Policy};
-use inlinekeepalive::{wire, KeepaliveSink};
-use support::{counting_waker, MockTimer, TestSink};
+use inlinekeepalive::{wire, Config, KeepaliveSink, Policy};
+use support::{counting_waker, sink_keepalive, MockTimer, TestSink};
 
 const KA: &[u8] = &wire::KEEPALIVE_MESSAGE;
 
@@ -70,7 +69,7 @@ fn nothing_is_sent_before_peer_support_is_known() {
 #[test]
 fn a_peer_without_support_never_gets_a_keepalive() {
     let (s, inner, timer) = sink(10, Policy::Fixed, true);
-    let mut s = s.peer_supports_keepalives(false);
+    let mut s = s.with_peer_support(false);
     s.set_peer_support(true); // "no" is final
     for _ in 0..10 {
         timer.advance(ms(100));
@@ -85,7 +84,7 @@ fn a_peer_without_support_never_gets_a_keepalive() {
 #[test]
 fn keepalives_go_out_only_when_idle() {
     let (s, inner, timer) = sink(100, Policy::Idle, true);
-    let mut s = s.peer_supports_keepalives(true);
+    let mut s = s.with_peer_support(true);
     assert!(poll_ka(&mut s).is_pending());
     // Busy: a message every 60 ms for a while. No keepalive at all.
     for _ in 0..20 {
@@ -111,7 +110,7 @@ fn keepalives_go_out_only_when_idle() {
 #[test]
 fn a_busy_inner_sink_delays_the_keepalive_without_doubling_it() {
     let (s, inner, timer) = sink(100, Policy::Idle, false);
-    let mut s = s.peer_supports_keepalives(true);
+    let mut s = s.with_peer_support(true);
     assert!(poll_ka(&mut s).is_pending());
     // Due at 100 ms, but the inner sink stays busy for several intervals.
     for _ in 0..5 {
@@ -130,10 +129,24 @@ fn a_busy_inner_sink_delays_the_keepalive_without_doubling_it() {
     assert_eq!(inner.log().contract_violations, 0);
 }
 
+/// An idle sink holds one timer for its next keepalive whether or not the
+/// inner sink is ready when it is polled (what `scale_drop` counts: "half of
+/// them busy: timers all the same").
+#[test]
+fn an_idle_sink_holds_one_timer_whether_or_not_the_inner_sink_is_ready() {
+    for ready in [true, false] {
+        let (s, inner, timer) = sink(100, Policy::Idle, ready);
+        let mut s = s.with_peer_support(true);
+        assert!(poll_ka(&mut s).is_pending());
+        assert_eq!(timer.live(), 1, "inner sink ready: {ready}");
+        assert!(inner.items().is_empty());
+    }
+}
+
 #[test]
 fn under_idle_a_reserved_send_withdraws_the_due_keepalive() {
     let (s, inner, timer) = sink(100, Policy::Idle, true);
-    let mut s = s.peer_supports_keepalives(true);
+    let mut s = s.with_peer_support(true);
     timer.advance(ms(100));
     assert_eq!(poll_ka(&mut s), Poll::Ready(Ok(())));
     timer.advance(ms(100)); // the next one is due
@@ -154,7 +167,7 @@ fn under_idle_a_reserved_send_withdraws_the_due_keepalive() {
 #[test]
 fn a_reservation_is_never_stolen_and_fixed_keepalives_follow_it() {
     let (s, inner, timer) = sink(100, Policy::Fixed, true);
-    let mut s = s.peer_supports_keepalives(true);
+    let mut s = s.with_peer_support(true);
     // Fixed: the first keepalive is due at once.
     assert_eq!(poll_ka(&mut s), Poll::Ready(Ok(())));
     let (waker, _) = counting_waker();
@@ -177,7 +190,7 @@ fn a_reservation_is_never_stolen_and_fixed_keepalives_follow_it() {
 #[test]
 fn keepalives_ride_along_with_the_applications_flush() {
     let (s, inner, timer) = sink(100, Policy::Fixed, true);
-    let mut s = s.peer_supports_keepalives(true);
+    let mut s = s.with_peer_support(true);
     // Never polled for keepalives: the flush of an application message
     // carries the due one.
     send(&mut s, b"one");
@@ -191,7 +204,7 @@ fn keepalives_ride_along_with_the_applications_flush() {
 #[test]
 fn an_inner_error_stops_keepalives() {
     let (s, inner, timer) = sink(100, Policy::Idle, true);
-    let mut s = s.peer_supports_keepalives(true);
+    let mut s = s.with_peer_support(true);
     timer.advance(ms(100));
     inner.log().fail_next_send = true;
     assert_eq!(poll_ka(&mut s), Poll::Ready(Err("send failed")));
@@ -203,7 +216,7 @@ fn an_inner_error_stops_keepalives() {
 #[test]
 fn close_stops_keepalives_and_releases_the_timer() {
     let (s, inner, timer) = sink(100, Policy::Idle, true);
-    let mut s = s.peer_supports_keepalives(true);
+    let mut s = s.with_peer_support(true);
     assert!(poll_ka(&mut s).is_pending());
     assert_eq!(timer.live(), 1);
     let (waker, _) = counting_waker();
@@ -227,8 +240,8 @@ fn custom_message_types_use_the_keepalive_fn() {
     let timer = MockTimer::new();
     let config = Config::new(ms(10)).unwrap().with_policy(Policy::Fixed);
     let mut s = KeepaliveSink::with_keepalive_fn(tx, timer, config, || Frame::Binary(KA.to_vec()))
-        .peer_supports_keepalives(true);
-    block_on(s.keepalive()).unwrap();
+        .with_peer_support(true);
+    block_on(sink_keepalive(&mut s)).unwrap();
     assert_eq!(rx.try_recv().ok(), Some(Frame::Binary(KA.to_vec())));
 }
 
@@ -247,8 +260,9 @@ fn the_driver_forwards_in_order_and_keeps_the_idle_sink_alive() {
         futures_timer::Delay::new(ms(200)).await; // idle: ~10 intervals
         messages.send(b"last".to_vec()).await.unwrap();
     };
-    let ((), stats) = block_on(future::join(app, driver));
-    let stats = stats.unwrap();
+    let ((), sink) = block_on(future::join(app, driver));
+    let sink = sink.unwrap();
+    let stats = sink.stats();
     let received: Vec<Vec<u8>> = block_on(peer.collect());
     let app_only: Vec<_> = received
         .iter()
@@ -265,6 +279,7 @@ fn the_driver_forwards_in_order_and_keeps_the_idle_sink_alive() {
         "{kas} keepalives in 200 ms idle at a 20 ms interval"
     );
     assert_eq!(stats.messages_sent, 51);
+    assert!(sink.get_ref().is_closed(), "the driver closed the sink");
 }
 
 #[test]

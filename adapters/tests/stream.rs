@@ -1,5 +1,6 @@
 //! `KeepaliveStream`: keepalives dropped, everything else delivered in order,
-//! collisions counted, dead-peer detection reported once per silence.
+//! collisions counted, and a silent peer reported once, which ends the
+//! stream.
 
 mod support;
 
@@ -10,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{executor::block_on, stream, Stream, StreamExt};
-use inlinekeepalive::core::Config;
-use inlinekeepalive::{wire, KeepaliveError, KeepaliveStream, PeerTimedOut};
-use support::{counting_waker, MockTimer};
+use inlinekeepalive::{wire, Config, KeepaliveError, KeepaliveStream, PeerTimedOut};
+use support::{counting_waker, CountingTimer, MockTimer};
 
 type Item = Result<Vec<u8>, io::Error>;
 
@@ -100,8 +100,20 @@ fn bytes_like_items_work() {
 fn without_detection_there_is_no_timer() {
     let (_tx, rx) = mpsc::unbounded::<Item>();
     let mut s = KeepaliveStream::new(rx);
-    assert!(s.keepalive().is_none());
     assert!(poll(&mut s).is_pending());
+    // A timer handed over with a config that has no peer timeout is never
+    // used: no sleep is created, however long the stream stays idle.
+    let timer = CountingTimer::default();
+    let (tx, rx) = mpsc::unbounded::<Item>();
+    let mut s = KeepaliveStream::new(rx).detect_dead_peer(timer.clone(), Config::default());
+    assert!(poll(&mut s).is_pending());
+    tx.unbounded_send(ka()).unwrap();
+    assert!(poll(&mut s).is_pending());
+    tx.unbounded_send(app(b"x")).unwrap();
+    assert!(matches!(poll(&mut s), Poll::Ready(Some(Ok(_)))));
+    assert!(poll(&mut s).is_pending());
+    assert_eq!(timer.created.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(s.stats().keepalives_removed, 1);
 }
 
 fn watched(
@@ -129,31 +141,44 @@ fn expect_timeout(p: Poll<Option<Result<Vec<u8>, KeepaliveError<io::Error>>>>) -
     }
 }
 
+/// A keepalive before the deadline is a sign of life and pushes the
+/// deadline back (re-arming the same timer); a silence is reported once, as
+/// an error, and then the stream ends: `None` for ever, whatever arrives or
+/// however long it lasts.
 #[test]
-fn dead_peer_is_reported_once_per_silence() {
+fn a_silent_peer_is_reported_once_and_ends_the_stream() {
     let (mut s, tx, timer) = watched(100);
     assert!(poll(&mut s).is_pending());
     assert_eq!(timer.live(), 1, "one timer, armed for the deadline");
-    timer.advance(Duration::from_millis(99));
-    assert!(poll(&mut s).is_pending());
-    timer.advance(Duration::from_millis(2));
-    assert!(expect_timeout(poll(&mut s)) >= Duration::from_millis(100));
-    // Once per silence: however long it lasts.
-    for _ in 0..5 {
-        timer.advance(Duration::from_secs(1));
-        assert!(poll(&mut s).is_pending());
-    }
-    // A keepalive ends the silence (and is not delivered); the next silence
-    // is reported again.
+    timer.advance(Duration::from_millis(50));
+    // A keepalive at 50 ms (not delivered): the deadline moves to 150 ms.
     tx.unbounded_send(ka()).unwrap();
     assert!(poll(&mut s).is_pending());
-    timer.advance(Duration::from_millis(50));
-    assert!(poll(&mut s).is_pending());
-    timer.advance(Duration::from_millis(51));
-    expect_timeout(poll(&mut s));
-    assert_eq!(s.stats().peer_timeouts, 2);
+    timer.advance(Duration::from_millis(99));
+    assert!(
+        poll(&mut s).is_pending(),
+        "149 ms: 99 ms after the keepalive"
+    );
+    timer.advance(Duration::from_millis(2));
+    assert!(expect_timeout(poll(&mut s)) >= Duration::from_millis(100));
+    assert_eq!(timer.live(), 0, "the timer is released with the stream");
+    // The stream has ended: however long the silence lasts, and even if the
+    // peer speaks again.
+    for _ in 0..5 {
+        timer.advance(Duration::from_secs(1));
+        assert!(matches!(poll(&mut s), Poll::Ready(None)));
+    }
+    tx.unbounded_send(ka()).unwrap();
+    tx.unbounded_send(app(b"too late")).unwrap();
+    assert!(matches!(poll(&mut s), Poll::Ready(None)));
+    timer.advance(Duration::from_secs(1));
+    assert!(matches!(poll(&mut s), Poll::Ready(None)));
+    assert!(futures::stream::FusedStream::is_terminated(&s));
+    assert_eq!(s.stats().peer_timeouts, 1);
     assert_eq!(s.stats().keepalives_removed, 1);
-    assert_eq!(timer.created(), 1, "the timer is reset, never recreated");
+    assert_eq!(s.stats().messages_passed, 0);
+    assert_eq!(timer.created(), 1, "the timer was reset, never recreated");
+    assert_eq!(timer.live(), 0);
 }
 
 #[test]
@@ -190,7 +215,7 @@ fn a_waiting_message_wins_over_an_expired_deadline() {
 }
 
 #[test]
-fn errors_are_not_signs_of_life_and_end_of_stream_releases_the_timer() {
+fn errors_are_not_signs_of_life_and_the_end_of_the_stream_releases_the_timer() {
     let (mut s, tx, timer) = watched(100);
     assert!(poll(&mut s).is_pending());
     timer.advance(Duration::from_millis(60));
@@ -201,11 +226,30 @@ fn errors_are_not_signs_of_life_and_end_of_stream_releases_the_timer() {
     ));
     timer.advance(Duration::from_millis(41));
     expect_timeout(poll(&mut s));
+    assert_eq!(
+        timer.live(),
+        0,
+        "the timeout ended the stream and its timer"
+    );
+    drop(tx);
+    assert!(matches!(poll(&mut s), Poll::Ready(None)));
+    assert_eq!(s.stats().peer_timeouts, 1);
+
+    // The peer's end of stream, before any silence: the timer goes too.
+    let (mut s, tx, timer) = watched(100);
+    assert!(poll(&mut s).is_pending());
     assert_eq!(timer.live(), 1);
+    timer.advance(Duration::from_millis(60));
     drop(tx);
     assert!(matches!(poll(&mut s), Poll::Ready(None)));
     assert_eq!(timer.live(), 0, "end of stream drops the timer");
-    assert!(s.keepalive().is_none());
+    timer.advance(Duration::from_secs(1));
+    assert!(matches!(poll(&mut s), Poll::Ready(None)));
+    assert_eq!(
+        s.stats().peer_timeouts,
+        0,
+        "an ended stream is never silent"
+    );
 }
 
 #[test]
@@ -241,5 +285,10 @@ fn with_a_real_timer_a_stream_fed_keepalives_never_times_out() {
     );
     assert!(elapsed < Duration::from_secs(10));
     assert_eq!(s.stats().keepalives_removed, 40);
+    assert!(
+        block_on(s.next()).is_none(),
+        "a silent peer ends the stream"
+    );
+    assert_eq!(s.stats().peer_timeouts, 1);
     drop(tx);
 }

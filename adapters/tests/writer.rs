@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use futures::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use inlinekeepalive::core::Config;
 use inlinekeepalive::wire::KEEPALIVE_FRAME;
-use inlinekeepalive::{FrameError, KeepaliveReader, KeepaliveWriter};
-use support::{frame, poll_once, ChunkyPipe, MockTimer};
+use inlinekeepalive::{Config, FrameError, KeepaliveReader, KeepaliveWriter, Policy};
+use support::{frame, poll_once, writer_keepalive, ChunkyPipe, MockTimer};
 
 const INTERVAL: Duration = Duration::from_millis(20);
 
@@ -42,18 +41,18 @@ fn a_due_keepalive_waits_for_the_frame_boundary() {
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(3, 3);
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(true);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).with_peer_support(true);
     let app = frame(&[9; 40]);
     write_all(&mut writer, &app[..17]);
     timer.advance(INTERVAL * 3);
     // Mid-frame: nothing may go in.
-    assert!(poll_once(&mut writer.keepalive()).is_pending());
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     write_all(&mut writer, &app[17..]);
     assert_eq!(pipe.take_all(), app);
     // The frame is done, but it was just sent: idle policy waits a whole interval.
-    assert!(poll_once(&mut writer.keepalive()).is_pending());
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     timer.advance(INTERVAL);
-    assert!(poll_once(&mut writer.keepalive()).is_ready());
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_ready());
     assert_eq!(pipe.take_all(), KEEPALIVE_FRAME);
     assert_eq!(writer.stats().keepalives_sent, 1);
 }
@@ -64,15 +63,15 @@ fn a_keepalive_due_mid_frame_goes_before_the_next_frame_even_in_pieces() {
     // mid-frame is not withdrawn by the rest of that frame.
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(4, 5); // at most 5 bytes per write
-    let config = config().with_policy(inlinekeepalive::core::Policy::Fixed);
+    let config = config().with_policy(Policy::Fixed);
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config).peer_supports_keepalives(true);
-    assert!(poll_once(&mut writer.keepalive()).is_ready()); // Fixed: one at once
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config).with_peer_support(true);
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_ready()); // Fixed: one at once
     let a = frame(&[1; 10]);
     let b = frame(&[2; 10]);
     write_all(&mut writer, &a[..7]);
     timer.advance(INTERVAL * 2);
-    assert!(poll_once(&mut writer.keepalive()).is_pending()); // due, mid-frame
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending()); // due, mid-frame
     write_all(&mut writer, &a[7..]);
     write_all(&mut writer, &b);
     let raw = pipe.take_all();
@@ -81,28 +80,28 @@ fn a_keepalive_due_mid_frame_goes_before_the_next_frame_even_in_pieces() {
         vec![KEEPALIVE_FRAME.to_vec(), a, KEEPALIVE_FRAME.to_vec(), b]
     );
     assert_eq!(writer.stats().keepalives_sent, 2);
-    assert_eq!(writer.stats().frames_written, 2);
+    assert_eq!(writer.stats().messages_sent, 2);
 }
 
 #[test]
 fn idle_writes_after_a_long_frame_send_no_early_keepalive() {
     // A frame written in many pieces over several intervals, with the task
-    // polling `keepalive()` in between: the writes are dated by the timer's
+    // polling `poll_keepalive` in between: the writes are dated by the timer's
     // wake-ups, so no keepalive goes out until an interval after the last.
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(7, 5);
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(true);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).with_peer_support(true);
     let app = frame(&[3; 200]);
     for piece in app.chunks(5) {
         write_all(&mut writer, piece);
         timer.advance(INTERVAL / 4);
-        assert!(poll_once(&mut writer.keepalive()).is_pending());
+        assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     }
     assert_eq!(pipe.take_all(), app);
     assert_eq!(writer.stats().keepalives_sent, 0);
     timer.advance(INTERVAL);
-    assert!(poll_once(&mut writer.keepalive()).is_ready());
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_ready());
     assert_eq!(pipe.take_all(), KEEPALIVE_FRAME);
 }
 
@@ -112,11 +111,11 @@ fn a_partially_written_keepalive_is_finished_before_application_bytes() {
     let mut pipe = ChunkyPipe::new(5, 4);
     pipe.pending_one_in = 2; // and often not ready at all
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(true);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).with_peer_support(true);
     timer.advance(INTERVAL);
     // Start the keepalive, let the transport take a few bytes, then give up.
     for _ in 0..3 {
-        let _ = poll_once(&mut writer.keepalive());
+        let _ = poll_once(&mut writer_keepalive(&mut writer));
     }
     assert!(!writer.is_at_boundary() || writer.stats().keepalives_sent == 1);
     let app = frame(&[7; 30]);
@@ -133,7 +132,7 @@ fn non_grpc_bytes_are_refused_after_they_were_written() {
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(6, 100);
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(true);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).with_peer_support(true);
     write_all(&mut writer, &[3, 0, 0, 0, 0]);
     let err = block_on(writer.write_all(&frame(&[1]))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -141,7 +140,7 @@ fn non_grpc_bytes_are_refused_after_they_were_written() {
     assert_eq!(inner, Some(&FrameError::BadFlag(3)));
     timer.advance(INTERVAL * 5);
     assert!(matches!(
-        poll_once(&mut writer.keepalive()),
+        poll_once(&mut writer_keepalive(&mut writer)),
         Poll::Ready(Err(_))
     ));
     assert_eq!(
@@ -166,7 +165,7 @@ fn send_with_gap(peer_support: Option<bool>) -> (Vec<u8>, u64, Vec<u8>) {
     write_all(&mut writer, &m1);
     for _ in 0..5 {
         timer.advance(INTERVAL);
-        let _ = poll_once(&mut writer.keepalive());
+        let _ = poll_once(&mut writer_keepalive(&mut writer));
     }
     write_all(&mut writer, &m2);
     block_on(writer.close()).unwrap();
@@ -201,10 +200,10 @@ fn compat_new_sender_whose_peer_did_not_announce_support_sends_nothing() {
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(9, 100);
     let mut writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(false);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).with_peer_support(false);
     writer.set_peer_support(true);
     timer.advance(INTERVAL * 10);
-    assert!(poll_once(&mut writer.keepalive()).is_pending());
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     assert_eq!(pipe.buffered(), 0);
 }
 
@@ -225,12 +224,11 @@ fn compat_old_sender_new_receiver_and_old_old() {
 fn dropping_a_writer_mid_frame_releases_its_timer() {
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(10, 100);
-    let mut writer =
-        KeepaliveWriter::new(pipe, timer.clone(), config()).peer_supports_keepalives(true);
+    let mut writer = KeepaliveWriter::new(pipe, timer.clone(), config()).with_peer_support(true);
     write_all(&mut writer, &frame(&[1; 50])[..20]);
     timer.advance(INTERVAL / 2);
     write_all(&mut writer, &frame(&[1; 50])[20..]);
-    assert!(poll_once(&mut writer.keepalive()).is_pending());
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     write_all(&mut writer, &frame(&[1; 50])[..3]);
     assert_eq!(timer.live(), 1);
     drop(writer);
@@ -281,11 +279,11 @@ fn dropping_a_writer_mid_keepalive_releases_its_timer() {
         timer.clone(),
         config(),
     )
-    .peer_supports_keepalives(true);
-    assert!(poll_once(&mut writer.keepalive()).is_pending());
+    .with_peer_support(true);
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     assert_eq!(timer.live(), 1);
     timer.advance(INTERVAL);
-    assert!(poll_once(&mut writer.keepalive()).is_pending());
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     assert_eq!(writer.get_ref().got, KEEPALIVE_FRAME[..10]);
     assert!(!writer.is_at_boundary());
     drop(writer);
@@ -296,8 +294,8 @@ fn dropping_a_writer_mid_keepalive_releases_its_timer() {
 fn closing_releases_the_timer_at_once() {
     let timer = MockTimer::new();
     let mut writer = KeepaliveWriter::new(ChunkyPipe::new(11, 100), timer.clone(), config())
-        .peer_supports_keepalives(true);
-    assert!(poll_once(&mut writer.keepalive()).is_pending());
+        .with_peer_support(true);
+    assert!(poll_once(&mut writer_keepalive(&mut writer)).is_pending());
     assert!(writer.holds_timer());
     block_on(writer.close()).unwrap();
     assert!(!writer.holds_timer());
@@ -317,13 +315,13 @@ fn dropping_a_driver_mid_keepalive_releases_its_timer_and_stops_the_senders() {
         timer.clone(),
         config(),
     )
-    .peer_supports_keepalives(true);
+    .with_peer_support(true);
     let (mut tx, mut driver) = writer.into_driver::<Vec<u8>>(4);
     block_on(tx.send(frame(&[5; 20]))).unwrap();
     assert!(poll_once(&mut driver).is_pending());
     timer.advance(INTERVAL);
     assert!(poll_once(&mut driver).is_pending()); // 25 + 15 of 27 bytes taken
-    assert_eq!(driver.writer().get_ref().got.len(), 40);
+    assert_eq!(driver.get_ref().unwrap().get_ref().got.len(), 40);
     assert_eq!(timer.live(), 1);
     drop(driver);
     assert_eq!(timer.live(), 0);
@@ -336,7 +334,7 @@ fn the_driver_writes_frames_and_idle_keepalives_then_closes() {
     let timer = MockTimer::new();
     let pipe = ChunkyPipe::new(12, 7);
     let writer =
-        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).peer_supports_keepalives(true);
+        KeepaliveWriter::new(pipe.clone(), timer.clone(), config()).with_peer_support(true);
     let (mut tx, mut driver) = writer.into_driver(2);
     let m1 = frame(b"one");
     block_on(tx.send(m1.clone())).unwrap();
@@ -351,12 +349,21 @@ fn the_driver_writes_frames_and_idle_keepalives_then_closes() {
     block_on(tx.set_peer_support(true)).unwrap(); // harmless repeat
     block_on(tx.send(m2.clone())).unwrap();
     drop(tx);
-    let stats = match poll_once(&mut driver) {
+    let writer = match poll_once(&mut driver) {
         Poll::Ready(result) => result.unwrap(),
         Poll::Pending => panic!("the driver should finish when the senders are gone"),
     };
-    assert_eq!((stats.keepalives_sent, stats.frames_written), (3, 2));
+    assert!(driver.get_ref().is_none(), "the writer was handed back");
+    let stats = writer.stats();
+    assert_eq!((stats.keepalives_sent, stats.messages_sent), (3, 2));
     assert_eq!(pipe.take_all(), m2);
+    assert_eq!(
+        timer.live(),
+        0,
+        "closed: the returned writer holds no timer"
+    );
+    assert!(!writer.holds_timer());
+    drop(writer);
     assert_eq!(timer.live(), 0);
 }
 

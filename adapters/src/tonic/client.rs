@@ -8,16 +8,17 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
-use pin_project_lite::pin_project;
-/// The boxed error type of tower and tonic.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::{PeerSends, Support};
-use super::common::{filter_inbound, inner_accessors, poll_inner, Inbound};
-use super::{metadata_key, FilteredBody, KeepaliveBody, KeepaliveStats, Seeds};
-use crate::core::Config;
+use super::body::Support;
+use super::common::{inner_accessors, is_grpc, metadata_key};
+use super::future::{Pending, ResponseFuture};
+use super::{KeepaliveBody, KeepaliveStats, Seeds};
+use crate::Config;
+
+/// The boxed error type of tower and tonic.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -33,10 +34,12 @@ struct Probe {
 /// response bodies, and inserts keepalives into idle request bodies once the
 /// server is known to remove them.
 ///
-/// For every request:
+/// For every gRPC request (`content-type: application/grpc` or
+/// `application/grpc+<codec>`; other requests and their responses pass
+/// through untouched):
 /// - the header `wp-inline-keepalives: true` is added, so a server that
 ///   supports inline keepalives may send them;
-/// - the request body becomes a [`KeepaliveBody`] (boxed into
+/// - the request body becomes an outbound [`KeepaliveBody`] (boxed into
 ///   `tonic::body::Body`, as `Channel` requires), which sends a keepalive
 ///   whenever it was idle for the configured interval, once the server is
 ///   known to remove keepalives, by the first of:
@@ -44,15 +47,15 @@ struct Probe {
 ///   2. a [probe](Self::with_probe) that answered `true` (run once per
 ///      layer, before the first request, and cached);
 ///   3. this stream's response headers carrying `wp-inline-keepalives: true`
-///      (shared with the request body through an atomic flag in the
-///      stream's [`KeepaliveStats`]). tonic servers send response headers of
+///      (the response future tells the request body through the stream's
+///      [`KeepaliveStats`] and wakes it). tonic servers send response headers of
 ///      a client-streaming call only when the call ends, so this helps
 ///      bidirectional streams only; use 1 or 2 for client streams.
 ///
 ///   Until then nothing is sent: a server without the filter would decode a
 ///   keepalive as an empty message.
-/// - a gRPC response body becomes a [`FilteredBody`] without the server's
-///   keepalives (honouring its `grpc-encoding`), and a [`KeepaliveStats`]
+/// - a gRPC response body becomes an inbound [`KeepaliveBody`] without the
+///   server's keepalives (honouring its `grpc-encoding`), and a [`KeepaliveStats`]
 ///   handle is inserted into the response's extensions.
 ///
 /// ```no_run
@@ -120,7 +123,10 @@ impl ClientKeepaliveLayer {
     /// it, and no task is spawned) and must not go through this layer: give
     /// it a clone of the plain channel. For a Waypoint server, call
     /// `GetVersionInfo` and look for `FEATURE_INLINE_KEEPALIVES`; answer
-    /// `false` when the call fails. See `tests/examples/waypoint_probe.rs`.
+    /// `false` when the call fails (for example
+    /// `.is_ok_and(|r| r.into_inner().supports_inline_keepalives())` with
+    /// the `inlinekeepalive-proto` crate's `GetVersionInfoResponse`). See
+    /// `tests/examples/waypoint_probe.rs`.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -131,8 +137,8 @@ impl ClientKeepaliveLayer {
     /// let layer = ClientKeepaliveLayer::new(Config::default()).with_probe(move || {
     ///     let channel = probe_channel.clone();
     ///     async move {
-    ///         // e.g. WaypointClient::new(channel).get_version_info(Empty {}).await
-    ///         //     .map(|r| r.into_inner().supports_inline_keepalives()).unwrap_or(false)
+    ///         // e.g. WaypointClient::new(channel).get_version_info(()).await
+    ///         //     .is_ok_and(|r| r.into_inner().supports_inline_keepalives())
     ///         let _ = channel;
     ///         true
     ///     }
@@ -217,9 +223,9 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<FilteredBody<ResBody>>;
+    type Response = Response<KeepaliveBody<ResBody>>;
     type Error = S::Error;
-    type Future = ClientResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Some(probe) = &self.layer.probe {
@@ -245,6 +251,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
+        if !is_grpc(&parts.headers) {
+            let body = tonic::body::Body::new(KeepaliveBody::untouched(body));
+            let future = self.inner.call(Request::from_parts(parts, body));
+            return ResponseFuture::new(future, Pending::Untouched);
+        }
         parts
             .headers
             .insert(metadata_key(), HeaderValue::from_static("true"));
@@ -255,53 +266,15 @@ where
         } else {
             Support::Later
         };
-        let body = KeepaliveBody::new(
+        let config = self.layer.config;
+        let body = KeepaliveBody::outbound(
             body,
-            &self.layer.config,
+            &config,
             support,
             stats.clone(),
             self.layer.seeds.next(),
         );
         let request = Request::from_parts(parts, tonic::body::Body::new(body));
-        ClientResponseFuture {
-            future: self.inner.call(request),
-            state: Some((self.layer.config, stats)),
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`ClientKeepalive`].
-    #[derive(Debug)]
-    pub struct ClientResponseFuture<F> {
-        #[pin]
-        future: F,
-        state: Option<(Config, KeepaliveStats)>,
-    }
-}
-
-impl<F, ResBody, E> Future for ClientResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = Result<Response<FilteredBody<ResBody>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let (result, (config, stats)) = std::task::ready!(poll_inner(this.future, this.state, cx));
-        let response = match result {
-            Ok(response) => response,
-            Err(error) => {
-                // No response: the request body must stop waiting to learn.
-                stats.set_peer_support(false);
-                return Poll::Ready(Err(error));
-            }
-        };
-        let (mut parts, body) = response.into_parts();
-        // A server that announces support sends keepalives from the start.
-        let Inbound { body, .. } =
-            filter_inbound(&parts.headers, body, &config, &stats, PeerSends::Yes);
-        parts.extensions.insert(stats);
-        Poll::Ready(Ok(Response::from_parts(parts, body)))
+        ResponseFuture::new(self.inner.call(request), Pending::Client { config, stats })
     }
 }

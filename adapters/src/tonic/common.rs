@@ -1,73 +1,43 @@
-//! What the server and client layers share: wrapping an inbound body, and
-//! the skeleton of their response futures.
+//! What the server and client layers share: reading the headers, and the
+//! accessors of their services.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use crate::core::{wire, Encoding};
 
-use super::body::{announces_support, encoding, is_grpc, PeerSends};
-use super::{FilteredBody, KeepaliveStats};
-use crate::core::Config;
-
-/// An inbound body (a server's request, a client's response) wrapped by
-/// [`filter_inbound`].
-pub(super) struct Inbound<B> {
-    pub(super) body: FilteredBody<B>,
-    /// The message is gRPC (otherwise the body passes through).
-    pub(super) grpc: bool,
-    /// The peer announced `wp-inline-keepalives: true`.
-    pub(super) announced: bool,
+/// `wp-inline-keepalives` as a header name.
+pub(super) fn metadata_key() -> http::HeaderName {
+    http::HeaderName::from_static(wire::METADATA_KEY)
 }
 
-/// Wraps `body` in a [`FilteredBody`] as `headers` say (gRPC or not, its
-/// `grpc-encoding`) and records in `stats` whether the peer announced
-/// support. `if_announced` is what an announcement says of the peer's own
-/// keepalives; without one the peer might still send them.
-pub(super) fn filter_inbound<B>(
-    headers: &http::HeaderMap,
-    body: B,
-    config: &Config,
-    stats: &KeepaliveStats,
-    if_announced: PeerSends,
-) -> Inbound<B> {
-    let grpc = is_grpc(headers);
-    let announced = grpc && announces_support(headers);
-    stats.set_peer_support(announced);
-    let body = FilteredBody::new(
-        body,
-        grpc,
-        encoding(headers),
-        config,
-        if announced {
-            if_announced
-        } else {
-            PeerSends::Maybe
-        },
-        stats.clone(),
-    );
-    Inbound {
-        body,
-        grpc,
-        announced,
-    }
+/// Whether a `content-type` is gRPC over HTTP/2 (`application/grpc` or
+/// `application/grpc+<codec>`), not gRPC-Web or anything else: the layers
+/// touch no other body.
+pub(super) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            let value = value.trim().as_bytes();
+            value.len() >= 16
+                && value[..16].eq_ignore_ascii_case(b"application/grpc")
+                && matches!(value.get(16), None | Some(b'+' | b';'))
+        })
 }
 
-/// Polls the inner future of a response future and, once it completes, hands
-/// back its output with the `state` taken out for building the response.
-pub(super) fn poll_inner<F: Future, T>(
-    future: Pin<&mut F>,
-    state: &mut Option<T>,
-    cx: &mut Context<'_>,
-) -> Poll<(F::Output, T)> {
-    if state.is_none() {
-        // Polled after completion, which the `Future` contract leaves
-        // unspecified: stay pending rather than poll the inner again.
-        return Poll::Pending;
-    }
-    let output = std::task::ready!(future.poll(cx));
-    state
-        .take()
-        .map_or(Poll::Pending, |state| Poll::Ready((output, state)))
+/// The stream's `grpc-encoding`, for the filter.
+pub(super) fn encoding(headers: &http::HeaderMap) -> Encoding {
+    headers
+        .get("grpc-encoding")
+        .and_then(|value| value.to_str().ok())
+        .map_or(Encoding::Identity, Encoding::from_grpc_encoding)
+}
+
+/// Whether the headers carry `wp-inline-keepalives: true`.
+pub(super) fn announces_support(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(wire::METADATA_KEY)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.trim().eq_ignore_ascii_case(wire::METADATA_VALUE))
 }
 
 /// `get_ref`, `get_mut` and `into_inner` for a service wrapping `inner: S`.
@@ -92,3 +62,66 @@ macro_rules! inner_accessors {
     };
 }
 pub(super) use inner_accessors;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grpc_content_types() {
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC",
+            "application/grpc; charset=utf-8",
+        ] {
+            assert!(is_grpc(&headers(&[("content-type", yes)])), "{yes}");
+        }
+        for no in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/octet-stream",
+            "application/json",
+            "application/grpcx",
+            "",
+        ] {
+            assert!(!is_grpc(&headers(&[("content-type", no)])), "{no}");
+        }
+        assert!(!is_grpc(&headers(&[])));
+    }
+
+    #[test]
+    fn announcement_and_encoding() {
+        assert!(announces_support(&headers(&[(
+            "wp-inline-keepalives",
+            "true"
+        )])));
+        assert!(announces_support(&headers(&[(
+            "wp-inline-keepalives",
+            " TRUE "
+        )])));
+        assert!(!announces_support(&headers(&[(
+            "wp-inline-keepalives",
+            "false"
+        )])));
+        assert!(!announces_support(&headers(&[])));
+        assert_eq!(
+            encoding(&headers(&[("grpc-encoding", "gzip")])),
+            Encoding::Gzip
+        );
+        assert_eq!(encoding(&headers(&[])), Encoding::Identity);
+    }
+}

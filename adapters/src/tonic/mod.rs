@@ -43,15 +43,20 @@
 //! | | server ([`ServerKeepaliveLayer`]) | client ([`ClientKeepaliveLayer`]) |
 //! |---|---|---|
 //! | headers | adds `wp-inline-keepalives: true` to responses | adds it to requests |
-//! | inbound body | keepalives always removed ([`FilteredBody`]) | keepalives always removed |
-//! | outbound body | keepalives when idle, if the request announced support ([`KeepaliveBody`]) | keepalives when idle, once the server's support is known (assumed, probed, or from the response headers) |
+//! | inbound body | keepalives always removed ([`KeepaliveBody`]) | keepalives always removed |
+//! | outbound body | keepalives when idle, if the request announced support | keepalives when idle, once the server's support is known (assumed, probed, or from the response headers) |
 //! | statistics | [`KeepaliveStats`] in the request extensions | [`KeepaliveStats`] in the response extensions |
 //!
-//! Keepalives go out only between whole gRPC messages and never after a
-//! body's end. Each body owns its keepalive state by value and one tokio
-//! `Sleep`, reset rather than recreated; no task is spawned per stream and no
-//! mutex is taken. A malformed inbound frame reaches the handler or the
-//! caller as a `Status::internal` with a clear message, never a panic.
+//! Only gRPC bodies are touched (`content-type: application/grpc` or
+//! `application/grpc+<codec>`); gRPC-Web, REST and anything else pass
+//! through as they are. Keepalives go out only between whole gRPC messages
+//! and never after a body's end. Each body owns its keepalive state by value
+//! and one tokio timer ([`TokioTimer`](crate::timer::TokioTimer)), reset
+//! rather than recreated; no task is spawned per stream and no mutex is
+//! taken. A malformed inbound frame reaches the handler or the caller as a
+//! `Status::internal` with a clear message, never a panic; a silent peer
+//! ([dead-peer detection](crate#dead-peer-detection)) as
+//! `Status::unavailable`.
 //!
 //! # Tracing
 //!
@@ -63,22 +68,21 @@
 mod body;
 mod client;
 mod common;
+mod future;
 mod server;
 mod stats;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-pub use self::body::{FilteredBody, KeepaliveBody};
-pub use self::client::{ClientKeepalive, ClientKeepaliveLayer, ClientResponseFuture};
-pub use self::server::{ServerKeepalive, ServerKeepaliveLayer, ServerResponseFuture};
+pub use self::body::KeepaliveBody;
+pub use self::client::{ClientKeepalive, ClientKeepaliveLayer};
+pub use self::future::ResponseFuture;
+pub use self::server::{ServerKeepalive, ServerKeepaliveLayer};
 pub use self::stats::KeepaliveStats;
-pub use crate::core::{Config, ConfigError, Policy};
-
-/// `wp-inline-keepalives` as a header name.
-fn metadata_key() -> http::HeaderName {
-    http::HeaderName::from_static(crate::core::wire::METADATA_KEY)
-}
+// The crate's `Config`, here too so that
+// `inlinekeepalive::tonic::{Config, ServerKeepaliveLayer}` is one `use`.
+pub use crate::Config;
 
 /// Jitter seeds for the streams of one layer: distinct per stream, and
 /// different between layers and processes.

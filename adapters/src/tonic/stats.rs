@@ -3,6 +3,9 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::Waker;
+
+use futures_util::task::AtomicWaker;
 
 /// What the peer is known to do about keepalives in our send direction.
 const SUPPORT_UNKNOWN: u8 = 0;
@@ -48,6 +51,9 @@ struct Counters {
     peer_timeouts: AtomicU64,
     peer_timed_out: AtomicBool,
     peer_support: AtomicU8,
+    /// The request body of a client stream waiting to learn the support
+    /// from the response headers.
+    support_waiter: AtomicWaker,
 }
 
 impl KeepaliveStats {
@@ -86,7 +92,7 @@ impl KeepaliveStats {
     }
 
     /// Whether the peer went silent for longer than the configured
-    /// [peer timeout](crate::core::Config::with_peer_timeout) although it was
+    /// [peer timeout](crate::Config::with_peer_timeout) although it was
     /// known to send keepalives. The inbound body then ends with
     /// `Status::unavailable`, so the application sees it too.
     #[must_use]
@@ -117,13 +123,13 @@ impl KeepaliveStats {
         self.inner.keepalives_sent.fetch_add(1, Relaxed);
     }
 
-    /// Stores the filter's counters (the filter body is their only writer).
-    pub(crate) fn store_filter(&self, stats: crate::core::FilterStats) {
+    /// Stores the inbound body's counters (it is their only writer).
+    pub(crate) fn store_received(&self, stats: crate::ReceiveStats) {
         let c = &self.inner;
         c.keepalives_removed
             .store(stats.keepalives_removed, Relaxed);
         c.collisions.store(stats.collisions, Relaxed);
-        c.frames_received.store(stats.frames_passed, Relaxed);
+        c.frames_received.store(stats.messages_passed, Relaxed);
     }
 
     pub(crate) fn record_peer_timeout(&self) {
@@ -131,14 +137,27 @@ impl KeepaliveStats {
         self.inner.peer_timed_out.store(true, Relaxed);
     }
 
-    /// Records whether the peer supports keepalives. A known answer is
-    /// final: only the first call that finds it unknown changes it.
+    /// Records whether the peer supports keepalives, and wakes a body
+    /// waiting for it. A known answer is final: only the first call that
+    /// finds it unknown changes it.
     pub(crate) fn set_peer_support(&self, supported: bool) {
         let value = if supported { SUPPORT_YES } else { SUPPORT_NO };
         let _ = self
             .inner
             .peer_support
             .compare_exchange(SUPPORT_UNKNOWN, value, Relaxed, Relaxed);
+        self.inner.support_waiter.wake();
+    }
+
+    /// The peer's support, registering `waker` to be woken when it becomes
+    /// known.
+    pub(crate) fn poll_peer_support(&self, waker: &Waker) -> Option<bool> {
+        if let Some(known) = self.peer_supports_keepalives() {
+            return Some(known);
+        }
+        self.inner.support_waiter.register(waker);
+        // Learned between the first look and the registration.
+        self.peer_supports_keepalives()
     }
 }
 

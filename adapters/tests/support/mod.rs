@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use futures::io::{AsyncRead, AsyncWrite};
 use futures_sink::Sink;
 use inlinekeepalive::timer::Timer;
+use inlinekeepalive::{KeepaliveSink, KeepaliveWriter};
 
 /// A timer whose clock only moves when the test says so, and which counts
 /// its sleeps: live ones (to prove that wrappers release theirs) and all
@@ -444,4 +445,30 @@ pub fn counting_waker() -> (Waker, Arc<AtomicUsize>) {
     }
     let count = Arc::new(AtomicUsize::new(0));
     (Waker::from(Arc::new(W(count.clone()))), count)
+}
+
+/// The writer's next keepalive as a future: waits until one is due, writes
+/// and flushes it ([`KeepaliveWriter::poll_keepalive`]).
+pub fn writer_keepalive<W, T>(
+    writer: &mut KeepaliveWriter<W, T>,
+) -> impl Future<Output = io::Result<()>> + Unpin + '_
+where
+    W: AsyncWrite + Unpin,
+    T: Timer,
+    T::Sleep: Unpin,
+{
+    std::future::poll_fn(move |cx| Pin::new(&mut *writer).poll_keepalive(cx))
+}
+
+/// The sink's next keepalive as a future: waits until one is due, sends and
+/// flushes it ([`KeepaliveSink::poll_keepalive`]).
+pub fn sink_keepalive<Si, M, T>(
+    sink: &mut KeepaliveSink<Si, M, T>,
+) -> impl Future<Output = Result<(), Si::Error>> + Unpin + '_
+where
+    Si: Sink<M> + Unpin,
+    T: Timer,
+    T::Sleep: Unpin,
+{
+    std::future::poll_fn(move |cx| Pin::new(&mut *sink).poll_keepalive(cx))
 }
