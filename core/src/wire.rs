@@ -15,7 +15,8 @@
 //! without knowing the stream's message type.
 //!
 //! ```
-//! use inlinekeepalive_core::wire;
+//! # use inlinekeepalive_core as inlinekeepalive;
+//! use inlinekeepalive::wire;
 //!
 //! assert_eq!(&wire::KEEPALIVE_FRAME[..wire::FRAME_HEADER_LEN], &[0, 0, 0, 0, 22]);
 //! assert_eq!(&wire::KEEPALIVE_FRAME[wire::FRAME_HEADER_LEN..], &wire::KEEPALIVE_MESSAGE);
@@ -116,7 +117,8 @@ const fn frame(message: &[u8; MESSAGE_LEN]) -> [u8; FRAME_HEADER_LEN + MESSAGE_L
 /// A gRPC frame header: the compressed flag and the payload length.
 ///
 /// ```
-/// use inlinekeepalive_core::wire::FrameHeader;
+/// # use inlinekeepalive_core as inlinekeepalive;
+/// use inlinekeepalive::wire::FrameHeader;
 ///
 /// let header = FrameHeader::parse([0, 0, 0, 0, 22]).unwrap();
 /// assert_eq!(header, FrameHeader { compressed: false, len: 22 });
@@ -185,7 +187,8 @@ impl core::error::Error for BufferTooSmall {}
 /// Writes [`KEEPALIVE_FRAME`] to the start of `out` and returns its length.
 ///
 /// ```
-/// use inlinekeepalive_core::wire::{encode_keepalive_frame, KEEPALIVE_FRAME};
+/// # use inlinekeepalive_core as inlinekeepalive;
+/// use inlinekeepalive::wire::{encode_keepalive_frame, KEEPALIVE_FRAME};
 ///
 /// let mut buf = [0u8; 64];
 /// let n = encode_keepalive_frame(&mut buf).unwrap();
