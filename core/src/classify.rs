@@ -32,6 +32,14 @@ pub enum Classification {
 /// delivered.
 pub(crate) const MAX_GROUP_DEPTH: usize = 100;
 
+/// The third byte of every varint encoding of a tag with field number
+/// 100000000, whatever its wire type: such a tag is at least
+/// `100000000 << 3`, above 2^21, so its varint has more than three 7-bit
+/// groups and the third carries the continuation bit; its bits 14..21 are
+/// those of `FIELD_NUMBER << 3`, which the wire type (bits 0..3) never
+/// reaches. Overlong encodings keep the groups in place.
+pub(crate) const RESERVED_TAG_BYTE: u8 = 0x80 | ((FIELD_NUMBER << 3 >> 14) & 0x7f) as u8;
+
 /// Classifies one gRPC message payload (the bytes after the 5-byte frame
 /// header, uncompressed).
 ///
@@ -51,6 +59,12 @@ pub(crate) const MAX_GROUP_DEPTH: usize = 100;
 /// ```
 #[must_use]
 pub fn classify(payload: &[u8]) -> Classification {
+    // A payload without the byte every tag of field 100000000 contains has
+    // no such field: an application message, decided by a scan a word at a
+    // time (`contains` on bytes is memchr) instead of a protobuf walk.
+    if !payload.contains(&RESERVED_TAG_BYTE) {
+        return Classification::Application;
+    }
     let mut fields = Fields { rest: payload };
     let mut has_reserved_field = false;
     let mut only_signature_fields = true;
@@ -249,8 +263,8 @@ mod tests {
         let mut msg = std::vec::Vec::new();
         for depth in [MAX_GROUP_DEPTH, MAX_GROUP_DEPTH + 1] {
             msg.clear();
-            msg.extend(core::iter::repeat_n(0x0b, depth));
-            msg.extend(core::iter::repeat_n(0x0c, depth));
+            msg.extend(core::iter::repeat(0x0b).take(depth));
+            msg.extend(core::iter::repeat(0x0c).take(depth));
             msg.extend_from_slice(&KEEPALIVE_MESSAGE);
             let expected = if depth <= MAX_GROUP_DEPTH {
                 Classification::Collision
@@ -272,9 +286,9 @@ mod tests {
             (MAX_GROUP_DEPTH, Classification::Application),
         ] {
             msg.clear();
-            msg.extend(core::iter::repeat_n(0x0b, depth));
+            msg.extend(core::iter::repeat(0x0b).take(depth));
             msg.extend_from_slice(&[0x08, 0x00]); // field 1, varint 0
-            msg.extend(core::iter::repeat_n(0x0c, depth));
+            msg.extend(core::iter::repeat(0x0c).take(depth));
             msg.extend_from_slice(&KEEPALIVE_MESSAGE);
             assert_eq!(classify(&msg), expected, "varint inside {depth} groups");
         }
@@ -288,5 +302,27 @@ mod tests {
         assert_eq!(classify(&ok), Classification::Keepalive);
         ok[9] = 0x02;
         assert_eq!(classify(&ok), Classification::Application);
+    }
+
+    #[test]
+    fn every_tag_of_the_reserved_field_contains_the_prefilter_byte() {
+        for wire_type in 0..8u64 {
+            let tag = (u64::from(FIELD_NUMBER) << 3) | wire_type;
+            let mut encoded = std::vec::Vec::new();
+            let mut v = tag;
+            while v >= 0x80 {
+                encoded.push((v as u8 & 0x7f) | 0x80);
+                v >>= 7;
+            }
+            encoded.push(v as u8);
+            assert_eq!(encoded[2], RESERVED_TAG_BYTE, "wire type {wire_type}");
+            // Overlong: the same groups, then zero groups.
+            let last = encoded.len() - 1;
+            encoded[last] |= 0x80;
+            encoded.extend_from_slice(&[0x80, 0x00]);
+            assert_eq!(encoded[2], RESERVED_TAG_BYTE);
+        }
+        assert_eq!(RESERVED_TAG_BYTE, 0xbc);
+        assert!(KEEPALIVE_MESSAGE.contains(&RESERVED_TAG_BYTE));
     }
 }
