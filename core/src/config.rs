@@ -50,6 +50,8 @@ pub enum ConfigError {
     ZeroPeerTimeout,
     /// The peer timeout is longer than `u32::MAX` milliseconds (about 49.7 days).
     PeerTimeoutTooLong,
+    /// The batch window is longer than half the interval.
+    BatchWindowTooLong,
 }
 
 impl fmt::Display for ConfigError {
@@ -60,6 +62,7 @@ impl fmt::Display for ConfigError {
             Self::JitterOutOfRange => "keepalive jitter is not within 0.0..=0.5",
             Self::ZeroPeerTimeout => "peer timeout is zero",
             Self::PeerTimeoutTooLong => "peer timeout is longer than u32::MAX milliseconds",
+            Self::BatchWindowTooLong => "keepalive batch window is longer than half the interval",
         })
     }
 }
@@ -110,6 +113,8 @@ pub struct Config {
     /// `jitter` in units of 1/65536 (at most 32768), for integer-only maths.
     jitter_q: u16,
     policy: Policy,
+    /// 0: every stream keeps its own deadlines.
+    batch_window_ms: u32,
 }
 
 impl Default for Config {
@@ -131,6 +136,7 @@ impl Default for Config {
             jitter: 0.0,
             jitter_q: 0,
             policy: Policy::Idle,
+            batch_window_ms: 0,
         }
     }
 }
@@ -252,6 +258,58 @@ impl Config {
             peer_timeout_ms,
             ..self
         })
+    }
+
+    /// This configuration with keepalives sent in batches: every send
+    /// deadline is rounded *down* to a multiple of `window` on the clock, so
+    /// the streams whose deadlines fall into the same window send at the
+    /// same instant: one timer wake-up for all of them and, over one HTTP/2
+    /// connection, one flush. A keepalive is never later than without it
+    /// and at most one window earlier (so at most `window / interval` more
+    /// keepalives). Rounded down to whole milliseconds; zero turns it off
+    /// (the default). The adapters share one clock origin per process, so
+    /// every stream of a process shares the windows.
+    ///
+    /// # Errors
+    /// [`ConfigError::BatchWindowTooLong`] when `window` is longer than half
+    /// the interval (set the interval first).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::{Config, ConfigError};
+    ///
+    /// let c = Config::new(Duration::from_secs(20))?.with_batch_window(Duration::from_millis(1250))?;
+    /// assert_eq!(c.batch_window(), Some(Duration::from_millis(1250)));
+    /// assert_eq!(
+    ///     Config::new(Duration::from_secs(1))?.with_batch_window(Duration::from_millis(501)),
+    ///     Err(ConfigError::BatchWindowTooLong)
+    /// );
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn with_batch_window(self, window: Duration) -> Result<Self, ConfigError> {
+        let ms = window.as_millis();
+        if ms > u128::from(self.interval_ms / 2) {
+            return Err(ConfigError::BatchWindowTooLong);
+        }
+        Ok(Self {
+            // `ms <= interval_ms / 2`, which is a u32.
+            batch_window_ms: ms as u32,
+            ..self
+        })
+    }
+
+    /// The batch window, if keepalives are batched
+    /// ([`with_batch_window`](Self::with_batch_window)).
+    ///
+    /// ```
+    /// # use inlinekeepalive_core as inlinekeepalive;
+    /// use inlinekeepalive::Config;
+    /// assert_eq!(Config::default().batch_window(), None);
+    /// ```
+    #[must_use]
+    pub fn batch_window(&self) -> Option<Duration> {
+        (self.batch_window_ms != 0).then(|| Duration::from_millis(u64::from(self.batch_window_ms)))
     }
 
     /// The keepalive interval (whole milliseconds).
@@ -389,6 +447,7 @@ mod tests {
             ConfigError::JitterOutOfRange,
             ConfigError::ZeroPeerTimeout,
             ConfigError::PeerTimeoutTooLong,
+            ConfigError::BatchWindowTooLong,
         ] {
             let s = e.to_string();
             assert!(s.starts_with(|c: char| c.is_ascii_lowercase()), "{s}");

@@ -169,6 +169,8 @@ pub struct Keepalive {
     /// message, keepalive or (initially) the creation of the machine.
     idle_since: Instant,
     interval_us: u64,
+    /// Send deadlines are rounded down to multiples of this (0: not at all).
+    batch_us: u64,
     /// Jitter in units of 1/65536 of the interval.
     jitter_q: u16,
     policy: Policy,
@@ -196,6 +198,7 @@ impl Keepalive {
             state: State::Unknown,
             idle_since: now,
             interval_us: micros(config.interval()),
+            batch_us: config.batch_window().map_or(0, micros),
             jitter_q: config.jitter_q(),
             policy: config.policy(),
             rng: fold_seed(now.as_micros()),
@@ -457,7 +460,7 @@ impl Keepalive {
         self.rng = self.rng.wrapping_add(WEYL);
         self.idle_since = self.idle_since.max(now);
         self.state = State::Armed {
-            at: now.add_micros(self.wait_us()),
+            at: self.batched(now.add_micros(self.wait_us())),
             sampling: Sampling::Off,
         };
         true
@@ -552,7 +555,7 @@ impl Keepalive {
     /// real deadline (which is then after `now`).
     #[inline]
     fn idle_check(&self, now: Instant) -> State {
-        let at = self.idle_since.add_micros(self.wait_us());
+        let at = self.batched(self.idle_since.add_micros(self.wait_us()));
         if at <= now {
             State::Due
         } else {
@@ -603,7 +606,7 @@ impl Keepalive {
         let sample = self.sample_us();
         let start = Instant::from_micros(period_end.as_micros().saturating_sub(sample));
         self.idle_since = self.idle_since.max(start);
-        let deadline = self.idle_since.add_micros(self.wait_us());
+        let deadline = self.batched(self.idle_since.add_micros(self.wait_us()));
         if deadline <= now {
             // Only when `handle_timeout` came more than a wait late.
             return State::Due;
@@ -612,6 +615,19 @@ impl Keepalive {
             at: deadline.min(now.add_micros(sample)),
             sampling: Sampling::On { untimed: 0 },
         }
+    }
+
+    /// A send deadline rounded down to the batch window, so the streams
+    /// whose deadlines share a window send together. The window is at most
+    /// half the interval and the wait at least half of it, so the result
+    /// stays after the instant the wait was counted from.
+    #[inline]
+    fn batched(&self, deadline: Instant) -> Instant {
+        if self.batch_us == 0 {
+            return deadline;
+        }
+        let us = deadline.as_micros();
+        Instant::from_micros(us - us % self.batch_us)
     }
 
     /// The sampling period of [`on_sent_with`](Self::on_sent_with): one
@@ -1074,5 +1090,37 @@ mod tests {
         ka.handle_timeout(ms(3_225));
         assert!(ka.poll_keepalive(ms(3_225)));
         assert_eq!(ka.poll_timeout(), Some(ms(4_225)));
+    }
+
+    #[test]
+    fn batched_deadlines_share_windows_and_are_never_late() {
+        let window = Duration::from_millis(100);
+        let config = every(1_000).with_batch_window(window).unwrap();
+        for created in [0, 1, 37, 99, 100, 101, 555, 999] {
+            let mut ka = Keepalive::new(config, ms(created));
+            ka.set_peer_support(ms(created), true);
+            let sent = drive(&mut ka, created, 10_000);
+            let unbatched = created + 1_000;
+            assert!(
+                sent[0] <= unbatched && sent[0] + 100 > unbatched,
+                "{created}: {sent:?}"
+            );
+            for pair in sent.windows(2) {
+                assert_eq!(pair[0] % 100, 0, "on the grid: {sent:?}");
+                let gap = pair[1] - pair[0];
+                assert!(
+                    (901..=1_000).contains(&gap),
+                    "never late, at most a window early: {sent:?}"
+                );
+            }
+        }
+        // Two streams created apart within one window send together.
+        let first = |created| {
+            let mut ka = Keepalive::new(config, ms(created));
+            ka.set_peer_support(ms(created), true);
+            ka.poll_timeout()
+        };
+        assert_eq!(first(3), first(97));
+        assert_ne!(first(97), first(103));
     }
 }
