@@ -31,8 +31,44 @@ pub struct SendStats {
     pub messages_sent: u64,
 }
 
+/// How a send half knows where a keepalive may go in: a byte stream follows
+/// its frame headers ([`FrameTracker`]); a message sink is always between
+/// messages ([`Messages`]). Either counts the application's messages.
+pub(crate) trait Framing: Default {
+    fn is_at_boundary(&self) -> bool;
+    fn messages(&self) -> u64;
+}
+
+impl Framing for FrameTracker {
+    #[inline]
+    fn is_at_boundary(&self) -> bool {
+        FrameTracker::is_at_boundary(self)
+    }
+
+    fn messages(&self) -> u64 {
+        self.frames()
+    }
+}
+
+/// The framing of a message sink: every message is whole, so a keepalive may
+/// go in between any two.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Messages(u64);
+
+impl Framing for Messages {
+    #[inline]
+    fn is_at_boundary(&self) -> bool {
+        true
+    }
+
+    fn messages(&self) -> u64 {
+        self.0
+    }
+}
+
 pin_project! {
-    /// The send half of a stream.
+    /// The send half of a stream: the keepalive schedule, its timer, and the
+    /// framing that says where a keepalive may go in.
     ///
     /// Its callers follow one protocol: report what they send
     /// ([`on_bytes_sent`](Self::on_bytes_sent),
@@ -41,27 +77,25 @@ pin_project! {
     /// write a whole keepalive at once, ask
     /// [`take_keepalive`](Self::take_keepalive), which commits them to write
     /// one when it says `true`.
-    pub(crate) struct SendHalf<T: Timer> {
+    pub(crate) struct SendHalf<T: Timer, F = FrameTracker> {
         machine: Keepalive,
-        tracker: FrameTracker,
+        framing: F,
         #[pin]
         slot: SleepSlot<T>,
         // The machine may hold a due keepalive (after `handle_timeout` or
         // `set_peer_support`), until the next `take_keepalive`.
         maybe_due: bool,
-        messages_sent: u64,
     }
 }
 
-impl<T: Timer> SendHalf<T> {
+impl<T: Timer, F: Framing> SendHalf<T, F> {
     pub(crate) fn new(timer: T, config: Config) -> Self {
         let slot = SleepSlot::new(timer);
         Self {
             machine: Keepalive::new(config, slot.now()),
-            tracker: FrameTracker::new(),
+            framing: F::default(),
             slot,
             maybe_due: false,
-            messages_sent: 0,
         }
     }
 
@@ -93,35 +127,10 @@ impl<T: Timer> SendHalf<T> {
         self.machine.peer_support()
     }
 
-    /// Application bytes of a gRPC byte stream were handed to the transport.
-    /// `now` is the instant of this poll if it was read already; it is read
-    /// (and filled in) only if the schedule needs it.
-    ///
-    /// # Errors
-    /// The bytes break the gRPC framing: the tracker is poisoned, and no
-    /// keepalive may ever go into this stream.
-    pub(crate) fn on_bytes_sent(
-        self: Pin<&mut Self>,
-        bytes: &[u8],
-        now: &mut Option<Instant>,
-    ) -> Result<(), FrameError> {
-        let this = self.project();
-        let framing = this.tracker.advance(bytes);
-        record_sent(this.machine, &this.slot, this.maybe_due, now);
-        framing
-    }
-
-    /// An application message was handed to a message transport.
-    pub(crate) fn on_message_sent(self: Pin<&mut Self>, now: &mut Option<Instant>) {
-        let this = self.project();
-        *this.messages_sent = this.messages_sent.saturating_add(1);
-        record_sent(this.machine, &this.slot, this.maybe_due, now);
-    }
-
     /// Whether a keepalive may go in now: the stream stands at a frame
     /// boundary (a message stream always does).
     pub(crate) fn is_at_boundary(&self) -> bool {
-        self.tracker.is_at_boundary()
+        self.framing.is_at_boundary()
     }
 
     /// Waits on the timer: `Ready` when a keepalive may be due and the stream
@@ -135,7 +144,7 @@ impl<T: Timer> SendHalf<T> {
         now: &mut Option<Instant>,
     ) -> Poll<()> {
         let this = self.project();
-        if *this.maybe_due && this.tracker.is_at_boundary() {
+        if *this.maybe_due && this.framing.is_at_boundary() {
             return Poll::Ready(());
         }
         let fired = ready!(this.slot.poll(cx, this.machine.poll_timeout()));
@@ -150,7 +159,7 @@ impl<T: Timer> SendHalf<T> {
     /// write it: it counts as sent. Re-arms the timer either way.
     pub(crate) fn take_keepalive(self: Pin<&mut Self>, now: &mut Option<Instant>) -> bool {
         let this = self.project();
-        if !*this.maybe_due || !this.tracker.is_at_boundary() {
+        if !*this.maybe_due || !this.framing.is_at_boundary() {
             return false;
         }
         *this.maybe_due = false;
@@ -191,8 +200,37 @@ impl<T: Timer> SendHalf<T> {
     pub(crate) fn stats(&self) -> SendStats {
         SendStats {
             keepalives_sent: self.machine.keepalives_sent(),
-            messages_sent: self.tracker.frames().saturating_add(self.messages_sent),
+            messages_sent: self.framing.messages(),
         }
+    }
+}
+
+impl<T: Timer> SendHalf<T, FrameTracker> {
+    /// Application bytes of a gRPC byte stream were handed to the transport.
+    /// `now` is the instant of this poll if it was read already; it is read
+    /// (and filled in) only if the schedule needs it.
+    ///
+    /// # Errors
+    /// The bytes break the gRPC framing: the tracker is poisoned, and no
+    /// keepalive may ever go into this stream.
+    pub(crate) fn on_bytes_sent(
+        self: Pin<&mut Self>,
+        bytes: &[u8],
+        now: &mut Option<Instant>,
+    ) -> Result<(), FrameError> {
+        let this = self.project();
+        let framing = this.framing.advance(bytes);
+        record_sent(this.machine, &this.slot, this.maybe_due, now);
+        framing
+    }
+}
+
+impl<T: Timer> SendHalf<T, Messages> {
+    /// An application message was handed to a message transport.
+    pub(crate) fn on_message_sent(self: Pin<&mut Self>, now: &mut Option<Instant>) {
+        let this = self.project();
+        this.framing.0 = this.framing.0.saturating_add(1);
+        record_sent(this.machine, &this.slot, this.maybe_due, now);
     }
 }
 
@@ -222,11 +260,11 @@ fn record_sent<T: Timer>(
     }
 }
 
-impl<T: Timer + std::fmt::Debug> std::fmt::Debug for SendHalf<T> {
+impl<T: Timer + std::fmt::Debug, F: std::fmt::Debug> std::fmt::Debug for SendHalf<T, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendHalf")
             .field("machine", &self.machine)
-            .field("tracker", &self.tracker)
+            .field("framing", &self.framing)
             .field("slot", &self.slot)
             .finish_non_exhaustive()
     }

@@ -8,7 +8,7 @@ use futures_sink::Sink;
 use inlinekeepalive_core::{wire, Config, Instant};
 use pin_project_lite::pin_project;
 
-use crate::send::{SendHalf, SendStats};
+use crate::send::{Messages, SendHalf, SendStats};
 use crate::timer::Timer;
 
 /// [`wire::KEEPALIVE_MESSAGE`] as any message type that converts from bytes.
@@ -90,7 +90,7 @@ pin_project! {
         #[pin]
         inner: Si,
         #[pin]
-        send: SendHalf<T>,
+        send: SendHalf<T, Messages>,
         make_keepalive: fn() -> M,
         // The application holds the inner sink's readiness: its `poll_ready`
         // returned `Ready` and its `start_send` has not come yet.

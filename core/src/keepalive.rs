@@ -1,7 +1,7 @@
 //! The send schedule: when must a keepalive go out?
 
 use crate::config::{Config, Policy};
-use crate::instant::{micros, Instant};
+use crate::instant::Instant;
 
 /// The schedule's state. Every deadline lives in the variant that needs it,
 /// so "armed without a deadline" cannot be represented.
@@ -168,9 +168,11 @@ pub struct Keepalive {
     /// Start of the current send-idle period: the latest application
     /// message, keepalive or (initially) the creation of the machine.
     idle_since: Instant,
-    interval_us: u64,
+    // Milliseconds, as `Config` keeps them: 8 bytes less per stream than
+    // microseconds in `u64`s.
+    interval_ms: u32,
     /// Send deadlines are rounded down to multiples of this (0: not at all).
-    batch_us: u64,
+    batch_ms: u32,
     /// Jitter in units of 1/65536 of the interval.
     jitter_q: u16,
     policy: Policy,
@@ -197,8 +199,11 @@ impl Keepalive {
         Self {
             state: State::Unknown,
             idle_since: now,
-            interval_us: micros(config.interval()),
-            batch_us: config.batch_window().map_or(0, micros),
+            // Both fit: `Config` checks them against `u32::MAX` ms.
+            interval_ms: u32::try_from(config.interval().as_millis()).unwrap_or(u32::MAX),
+            batch_ms: config
+                .batch_window()
+                .map_or(0, |w| u32::try_from(w.as_millis()).unwrap_or(u32::MAX)),
             jitter_q: config.jitter_q(),
             policy: config.policy(),
             rng: fold_seed(now.as_micros()),
@@ -623,11 +628,11 @@ impl Keepalive {
     /// stays after the instant the wait was counted from.
     #[inline]
     fn batched(&self, deadline: Instant) -> Instant {
-        if self.batch_us == 0 {
+        if self.batch_ms == 0 {
             return deadline;
         }
         let us = deadline.as_micros();
-        Instant::from_micros(us - us % self.batch_us)
+        Instant::from_micros(us - us % (u64::from(self.batch_ms) * 1_000))
     }
 
     /// The sampling period of [`on_sent_with`](Self::on_sent_with): one
@@ -644,13 +649,14 @@ impl Keepalive {
     /// the lazy re-checks of one cycle agree). Integer maths only.
     #[inline]
     fn wait_us(&self) -> u64 {
+        let interval = u64::from(self.interval_ms) * 1_000; // < 2^42
         if self.jitter_q == 0 {
-            return self.interval_us;
+            return interval;
         }
         // interval < 2^42 µs, jitter_q <= 2^15: no overflow.
-        let span = (self.interval_us * u64::from(self.jitter_q)) >> 16;
+        let span = (interval * u64::from(self.jitter_q)) >> 16;
         let r = u64::from(mix32(self.rng) >> 16); // 16 random bits
-        self.interval_us - ((span * r) >> 16)
+        interval - ((span * r) >> 16)
     }
 }
 #[cfg(test)]
