@@ -17,7 +17,7 @@ use std::path::PathBuf;
 const WAYPOINT_STUB: &str = "proto/waypoint_stub.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/echo.proto", WAYPOINT_STUB];
+    let files = ["proto/echo.proto", "proto/bench.proto", WAYPOINT_STUB];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -1,5 +1,11 @@
-//! tonic server-streaming throughput of 1 KiB messages over loopback: both
-//! keepalive layers installed versus no layers, measured in one run.
+//! tonic throughput over loopback with both keepalive layers installed versus
+//! no layers, measured in one run, for three workloads:
+//!
+//! - `stream1k`: server streaming of 1 KiB messages from an iterator;
+//! - `stream62`: server streaming of 62-byte messages from a channel fed by
+//!   a producer task (the shape of most real streams);
+//! - `unary62`: unary calls of 62 bytes each way, 16 callers at once on one
+//!   channel (the per-call cost: headers, bodies, extensions, timers).
 //!
 //! The two configurations run in alternating rounds (plain, layered,
 //! layered, plain, …) against their own server on the same runtime, so
@@ -11,12 +17,16 @@
 //! cargo bench -p inlinekeepalive-tests --bench tonic
 //! ```
 //! `ROUNDS=n` and `MESSAGES=n` in the environment change the sizes;
-//! `LAYERS=server` or `LAYERS=client` installs one side only, to see where a
-//! difference comes from.
+//! `WORKLOADS=stream1k,unary62` picks workloads; `LAYERS=server` or
+//! `LAYERS=client` installs one side only, to see where a difference comes
+//! from.
 
 #[path = "../tests/tonic_support/mod.rs"]
 mod tonic_support;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, ServerKeepaliveLayer};
@@ -27,6 +37,137 @@ use tonic_support::*;
 use tower::ServiceBuilder;
 
 const SIZE: usize = 1024;
+/// The payload of a 62-byte `Blob`.
+const SMALL: usize = 60;
+/// Concurrent callers of the unary workload.
+const CALLERS: usize = 16;
+
+mod bench_pb {
+    tonic::include_proto!("ikabench");
+}
+
+use bench_pb::bench_client::BenchClient;
+use bench_pb::bench_server::{Bench, BenchServer};
+use bench_pb::{Blob, Order};
+
+/// The small-message service: `Ping` echoes, `Feed` streams from a channel.
+struct SmallMessages;
+
+type BlobStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Blob, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Bench for SmallMessages {
+    type FeedStream = BlobStream;
+
+    async fn ping(
+        &self,
+        request: tonic::Request<Blob>,
+    ) -> Result<tonic::Response<Blob>, tonic::Status> {
+        Ok(tonic::Response::new(request.into_inner()))
+    }
+
+    async fn feed(
+        &self,
+        request: tonic::Request<Order>,
+    ) -> Result<tonic::Response<BlobStream>, tonic::Status> {
+        let order = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let payload = bytes::Bytes::from(vec![7u8; order.size as usize]);
+            for _ in 0..order.count {
+                let blob = Blob {
+                    payload: payload.clone(),
+                };
+                if tx.send(Ok(blob)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Serves [`SmallMessages`] on a free loopback port, with the server layer
+/// if given.
+async fn start_small_server(layer: Option<ServerKeepaliveLayer>) -> SocketAddr {
+    // TCP_NODELAY, as tonic's own listener sets it: small messages must not
+    // wait for Nagle's algorithm and a delayed ACK (40 ms per exchange).
+    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .with_nodelay(Some(true));
+    let addr = incoming.local_addr().unwrap();
+    let service = BenchServer::new(SmallMessages);
+    match layer {
+        Some(layer) => tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        ),
+        None => tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        ),
+    };
+    addr
+}
+
+/// One round of `stream62`: a `Feed` of `messages` blobs.
+async fn feed_call<T>(client: &mut BenchClient<T>, messages: u64) -> Duration
+where
+    T: GrpcService<tonic::body::Body>,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+{
+    let order = Order {
+        count: messages,
+        size: SMALL as u32,
+    };
+    let started = Instant::now();
+    let mut stream = client.feed(order).await.unwrap().into_inner();
+    let mut received = 0;
+    while let Some(blob) = stream.message().await.unwrap() {
+        assert_eq!(blob.payload.len(), SMALL);
+        received += 1;
+    }
+    assert_eq!(received, messages);
+    started.elapsed()
+}
+
+/// One round of `unary62`: `calls` pings, `CALLERS` in flight at once.
+async fn ping_calls<T>(client: &BenchClient<T>, calls: u64) -> Duration
+where
+    T: GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+{
+    let started = Instant::now();
+    let per_caller = calls / CALLERS as u64;
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let blob = Blob {
+                    payload: bytes::Bytes::from_static(&[7u8; SMALL]),
+                };
+                for _ in 0..per_caller {
+                    let back = client.ping(blob.clone()).await.unwrap().into_inner();
+                    assert_eq!(back.payload.len(), SMALL);
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    started.elapsed()
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -66,43 +207,80 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Alternating rounds; returns the median MiB/s of each and the median of
-/// the per-round ratios (layered / plain, each pair measured back to back,
+type RoundFuture<'a> = Pin<Box<dyn Future<Output = Duration> + 'a>>;
+
+/// Alternating rounds of `plain` and `layered`, each moving `messages`;
+/// returns the median messages per second of each and the median of the
+/// per-round ratios (layered / plain, each pair measured back to back,
 /// which is robust to load that drifts during the run).
 async fn compare<A, B>(
-    mut plain: EchoClient<A>,
-    mut layered: EchoClient<B>,
+    plain: &mut A,
+    layered: &mut B,
+    round: impl Fn(&mut A, u64) -> RoundFuture<'_> + Copy,
+    round_b: impl Fn(&mut B, u64) -> RoundFuture<'_> + Copy,
     rounds: u64,
     messages: u64,
-) -> (f64, f64, f64)
-where
-    A: GrpcService<tonic::body::Body>,
-    A::Error: Into<BoxError>,
-    A::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    <A::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
-    B: GrpcService<tonic::body::Body>,
-    B::Error: Into<BoxError>,
-    B::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    <B::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
-{
+) -> (f64, f64, f64) {
     for _ in 0..2 {
-        one_call(&mut plain, messages.min(2000)).await;
-        one_call(&mut layered, messages.min(2000)).await;
+        round(plain, messages.min(2000)).await;
+        round_b(layered, messages.min(2000)).await;
     }
-    let mib = (messages as f64) * SIZE as f64 / (1024.0 * 1024.0);
+    let rate = |d: Duration| messages as f64 / d.as_secs_f64();
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
+    for i in 0..rounds {
         // Alternate which goes first, so neither always follows the other.
-        if round % 2 == 0 {
-            a.push(mib / one_call(&mut plain, messages).await.as_secs_f64());
-            b.push(mib / one_call(&mut layered, messages).await.as_secs_f64());
+        if i % 2 == 0 {
+            a.push(rate(round(plain, messages).await));
+            b.push(rate(round_b(layered, messages).await));
         } else {
-            b.push(mib / one_call(&mut layered, messages).await.as_secs_f64());
-            a.push(mib / one_call(&mut plain, messages).await.as_secs_f64());
+            b.push(rate(round_b(layered, messages).await));
+            a.push(rate(round(plain, messages).await));
         }
     }
     let ratios = a.iter().zip(&b).map(|(a, b)| b / a).collect();
     (median(a), median(b), median(ratios))
+}
+
+fn report(
+    workload: &str,
+    rounds: u64,
+    messages: u64,
+    layers: &str,
+    (plain, layered, ratio): (f64, f64, f64),
+) {
+    println!("{workload}: {messages} messages per round, median of {rounds} rounds");
+    println!("  no layers:        {plain:>10.0} msg/s");
+    println!("  layers ({layers:>6}): {layered:>10.0} msg/s");
+    println!(
+        "  ratio (layers / none): {:.3} of the medians, {ratio:.3} median of paired rounds",
+        layered / plain
+    );
+}
+
+type BoxedChannel = tower::util::BoxCloneService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    tonic::transport::Error,
+>;
+
+/// `channel`, with the client layer if `layered`, boxed: both halves of a
+/// comparison go through the same box (one allocation per call each), so
+/// they are one type and the difference is the layer alone.
+fn client_side(channel: tonic::transport::Channel, config: Config, layered: bool) -> BoxedChannel {
+    use tower::ServiceExt;
+    if !layered {
+        return tower::util::BoxCloneService::new(channel);
+    }
+    let layered = ServiceBuilder::new()
+        .layer(ClientKeepaliveLayer::new(config))
+        .service(channel);
+    let boxed = ServiceExt::<http::Request<tonic::body::Body>>::map_response(
+        layered,
+        |response: http::Response<inlinekeepalive::tonic::KeepaliveBody<tonic::body::Body>>| {
+            response.map(tonic::body::Body::new)
+        },
+    );
+    tower::util::BoxCloneService::new(boxed)
 }
 
 fn main() {
@@ -112,6 +290,8 @@ fn main() {
     let rounds = env("ROUNDS", if benching { 21 } else { 1 });
     let messages = env("MESSAGES", if benching { 20_000 } else { 100 });
     let layers = std::env::var("LAYERS").unwrap_or_else(|_| "both".into());
+    let workloads =
+        std::env::var("WORKLOADS").unwrap_or_else(|_| "stream1k,stream62,unary62".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,36 +299,89 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let config = Config::default();
-        let plain_server = start_unrecorded_server(None).await;
-        let server_layer = (layers != "client").then(|| ServerKeepaliveLayer::new(config));
-        let layered_server = start_unrecorded_server(server_layer).await;
-        let plain = EchoClient::new(connect(plain_server.addr).await);
-        let channel = connect(layered_server.addr).await;
-        let (plain_mib, layered_mib, ratio) = if layers == "server" {
-            compare(plain, EchoClient::new(channel), rounds, messages).await
-        } else {
-            let layered = ServiceBuilder::new()
-                .layer(ClientKeepaliveLayer::new(config))
-                .service(channel);
-            compare(plain, EchoClient::new(layered), rounds, messages).await
-        };
-        let msgs = |mib_s: f64| mib_s * 1024.0 * 1024.0 / SIZE as f64;
-        println!(
-            "tonic server streaming, {SIZE} B messages, {messages} per call, median of {rounds} rounds"
-        );
-        println!(
-            "  no layers:        {plain_mib:8.1} MiB/s  {:>10.0} msg/s",
-            msgs(plain_mib)
-        );
-        println!(
-            "  layers ({layers:>6}): {layered_mib:8.1} MiB/s  {:>10.0} msg/s",
-            msgs(layered_mib)
-        );
-        println!(
-            "  ratio (layers / none): {:.3} of the medians, {ratio:.3} median of paired rounds",
-            layered_mib / plain_mib
-        );
-        plain_server.shutdown().await;
-        layered_server.shutdown().await;
+        let server_layer = || (layers != "client").then(|| ServerKeepaliveLayer::new(config));
+        let client_layer = layers != "server";
+        if workloads.contains("stream1k") {
+            let plain_server = start_unrecorded_server(None).await;
+            let layered_server = start_unrecorded_server(server_layer()).await;
+            let mut plain =
+                EchoClient::new(client_side(connect(plain_server.addr).await, config, false));
+            let mut layered = EchoClient::new(client_side(
+                connect(layered_server.addr).await,
+                config,
+                client_layer,
+            ));
+            let result = compare(
+                &mut plain,
+                &mut layered,
+                |c, n| Box::pin(one_call(c, n)),
+                |c, n| Box::pin(one_call(c, n)),
+                rounds,
+                messages,
+            )
+            .await;
+            report(
+                &format!("stream1k ({SIZE} B, server streaming)"),
+                rounds,
+                messages,
+                &layers,
+                result,
+            );
+            plain_server.shutdown().await;
+            layered_server.shutdown().await;
+        }
+        if workloads.contains("stream62") {
+            let plain_addr = start_small_server(None).await;
+            let layered_addr = start_small_server(server_layer()).await;
+            let mut plain = BenchClient::new(client_side(connect(plain_addr).await, config, false));
+            let mut layered = BenchClient::new(client_side(
+                connect(layered_addr).await,
+                config,
+                client_layer,
+            ));
+            let result = compare(
+                &mut plain,
+                &mut layered,
+                |c, n| Box::pin(feed_call(c, n)),
+                |c, n| Box::pin(feed_call(c, n)),
+                rounds,
+                messages,
+            )
+            .await;
+            report(
+                "stream62 (62 B, server streaming from a channel)",
+                rounds,
+                messages,
+                &layers,
+                result,
+            );
+        }
+        if workloads.contains("unary62") {
+            let plain_addr = start_small_server(None).await;
+            let layered_addr = start_small_server(server_layer()).await;
+            let mut plain = BenchClient::new(client_side(connect(plain_addr).await, config, false));
+            let mut layered = BenchClient::new(client_side(
+                connect(layered_addr).await,
+                config,
+                client_layer,
+            ));
+            let calls = (messages / 4).max(CALLERS as u64);
+            let result = compare(
+                &mut plain,
+                &mut layered,
+                |c, n| Box::pin(ping_calls(c, n)),
+                |c, n| Box::pin(ping_calls(c, n)),
+                rounds,
+                calls,
+            )
+            .await;
+            report(
+                &format!("unary62 (62 B each way, {CALLERS} callers)"),
+                rounds,
+                calls,
+                &layers,
+                result,
+            );
+        }
     });
 }
