@@ -11,7 +11,9 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::classify::{classify, Classification};
-use crate::wire::{BadFlag, FrameHeader, FRAME_HEADER_LEN, MAX_KEEPALIVE_LEN};
+use crate::wire::{
+    BadFlag, FrameHeader, FRAME_HEADER_LEN, GRPC_WEB_TRAILERS_FLAG, MAX_KEEPALIVE_LEN,
+};
 
 const HELD_CAPACITY: usize = FRAME_HEADER_LEN + MAX_KEEPALIVE_LEN;
 
@@ -111,17 +113,86 @@ impl Encoding {
     }
 }
 
+/// How a byte stream is framed: which frame flags it may carry and how it
+/// ends.
+///
+/// Plain gRPC (`application/grpc`) carries only message frames, flag 0 or
+/// 1, and ends with the HTTP/2 trailers. A gRPC-Web *response* body
+/// (`application/grpc-web`, `application/grpc-web+proto`, and
+/// `application/grpc-web-text` once base64-decoded) carries its trailers
+/// in-band, as a last frame whose flag has the most significant bit set:
+/// [`GRPC_WEB_TRAILERS_FLAG`] (`0x80`), or `0x81` when the trailers are
+/// compressed.
+///
+/// Under [`Framing::GrpcWeb`], [`FrameFilter`] and
+/// [`FrameTracker`](crate::FrameTracker) accept that frame as the stream's
+/// last: it is passed on untouched and never classified, nothing may be
+/// inserted after it, and any byte after it is
+/// [`FrameError::AfterTrailers`]. Under [`Framing::Grpc`] its flag is a
+/// [`FrameError::BadFlag`], as every flag above 1 is.
+///
+/// A gRPC-Web request body never has a trailers frame: filter it as
+/// [`Framing::Grpc`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Framing {
+    /// gRPC over HTTP/2: message frames only (flag 0 or 1).
+    #[default]
+    Grpc,
+    /// A gRPC-Web response body: message frames, then at most one trailers
+    /// frame (flag `0x80` or `0x81`), which ends the body.
+    GrpcWeb,
+}
+
+/// What a 5-byte frame header announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// A message frame.
+    Message(FrameHeader),
+    /// A gRPC-Web trailers frame of `len` bytes: the last frame of the body.
+    Trailers {
+        /// The payload length in bytes.
+        len: u32,
+    },
+}
+
+impl Framing {
+    /// Whether a frame may start with `flag` in this framing.
+    pub(crate) const fn allows_flag(self, flag: u8) -> bool {
+        flag <= 1 || (matches!(self, Framing::GrpcWeb) && flag & !1 == GRPC_WEB_TRAILERS_FLAG)
+    }
+
+    /// Parses a frame header in this framing.
+    pub(crate) const fn parse(self, bytes: [u8; FRAME_HEADER_LEN]) -> Result<Header, FrameError> {
+        if !self.allows_flag(bytes[0]) {
+            return Err(FrameError::BadFlag(bytes[0]));
+        }
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        if bytes[0] & GRPC_WEB_TRAILERS_FLAG != 0 {
+            return Ok(Header::Trailers { len });
+        }
+        Ok(Header::Message(FrameHeader {
+            compressed: bytes[0] == 1,
+            len,
+        }))
+    }
+}
+
 /// A gRPC byte stream that breaks the framing rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// A frame's compressed-flag byte is neither 0 nor 1.
+    /// A frame's flag byte is not allowed: neither 0 nor 1, or, in a
+    /// gRPC-Web body ([`Framing::GrpcWeb`]), not `0x80` or `0x81` either.
     BadFlag(u8),
     /// The stream ended inside a frame.
     Truncated {
         /// How many more bytes the frame announced.
         missing: u64,
     },
+    /// A gRPC-Web body goes on after its trailers frame, which must be the
+    /// last ([`Framing::GrpcWeb`]).
+    AfterTrailers,
 }
 
 impl fmt::Display for FrameError {
@@ -131,6 +202,9 @@ impl fmt::Display for FrameError {
             FrameError::Truncated { missing } => write!(
                 f,
                 "gRPC stream ended inside a frame ({missing} more bytes were announced)"
+            ),
+            FrameError::AfterTrailers => f.write_str(
+                "gRPC-Web body goes on after its trailers frame, which must be the last",
             ),
         }
     }
@@ -219,6 +293,28 @@ pub enum Output<'a> {
 /// before the error stay passed: a long frame is forwarded as it arrives, so
 /// a stream truncated inside one ends with part of it already forwarded, as
 /// it would have without the filter.
+///
+/// A gRPC-Web response body ends with a trailers frame: filter it with
+/// [`with_framing(Framing::GrpcWeb)`](Self::with_framing), and that frame is
+/// passed on untouched as the last:
+///
+/// ```
+/// use inlinekeepalive_core::{wire::KEEPALIVE_FRAME, FrameError, FrameFilter, Framing, Output};
+///
+/// let trailers = b"\x80\x00\x00\x00\x0fgrpc-status:0\r\n";
+/// let mut body = KEEPALIVE_FRAME.to_vec();
+/// body.extend_from_slice(trailers);
+///
+/// let mut filter = FrameFilter::new().with_framing(Framing::GrpcWeb);
+/// assert_eq!(filter.step(&body)?.output, Output::Removed);
+/// let step = filter.step(&body[KEEPALIVE_FRAME.len()..])?;
+/// assert_eq!(step.output, Output::Forward(0..trailers.len()));
+/// assert!(filter.trailers_seen());
+/// filter.finish()?;
+/// // Nothing may follow the trailers frame.
+/// assert_eq!(filter.step(&[0]).unwrap_err(), FrameError::AfterTrailers);
+/// # Ok::<(), FrameError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct FrameFilter {
     state: State,
@@ -229,6 +325,9 @@ pub struct FrameFilter {
     /// `held` was handed out by the last step and is cleared by the next.
     held_released: bool,
     encoding: Encoding,
+    framing: Framing,
+    /// A gRPC-Web trailers frame's header was read.
+    trailers_seen: bool,
     stats: FilterStats,
 }
 
@@ -240,6 +339,13 @@ enum State {
     Passing {
         remaining: u32,
     },
+    /// Inside a gRPC-Web trailers frame being passed on, `remaining` bytes
+    /// to go; the stream ends with it.
+    PassingTrailers {
+        remaining: u32,
+    },
+    /// After a gRPC-Web trailers frame: only the end of the stream may come.
+    Ended,
     Failed(FrameError),
 }
 
@@ -266,6 +372,8 @@ impl FrameFilter {
             held_header: None,
             held_released: false,
             encoding,
+            framing: Framing::Grpc,
+            trailers_seen: false,
             stats: FilterStats {
                 keepalives_removed: 0,
                 collisions: 0,
@@ -274,10 +382,42 @@ impl FrameFilter {
         }
     }
 
+    /// The same filter for a stream framed as `framing`: pass
+    /// [`Framing::GrpcWeb`] for a gRPC-Web response body, whose last frame
+    /// carries the trailers. Call it before the first [`step`](Self::step).
+    ///
+    /// ```
+    /// use inlinekeepalive_core::{Encoding, FrameFilter, Framing};
+    ///
+    /// let filter = FrameFilter::with_encoding(Encoding::Gzip).with_framing(Framing::GrpcWeb);
+    /// assert_eq!(filter.framing(), Framing::GrpcWeb);
+    /// ```
+    #[must_use]
+    pub const fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
     /// The stream's encoding, as given at construction.
     #[must_use]
     pub fn encoding(&self) -> Encoding {
         self.encoding
+    }
+
+    /// The stream's framing, [`Framing::Grpc`] unless set with
+    /// [`with_framing`](Self::with_framing).
+    #[must_use]
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Whether the header of a gRPC-Web trailers frame has been read: the
+    /// body's last frame has begun (or ended, if
+    /// [`is_at_boundary`](Self::is_at_boundary)). It stays `true` after an
+    /// error. Always `false` under [`Framing::Grpc`].
+    #[must_use]
+    pub fn trailers_seen(&self) -> bool {
+        self.trailers_seen
     }
 
     /// Counters of what the filter has seen.
@@ -287,10 +427,15 @@ impl FrameFilter {
     }
 
     /// Whether the bytes fed so far end exactly at a frame boundary, so the
-    /// stream may end here without error.
+    /// stream may end here without error. After a whole gRPC-Web trailers
+    /// frame this stays `true`, though nothing more may follow.
     #[must_use]
     pub fn is_at_boundary(&self) -> bool {
-        self.state == State::Framing && (self.held.is_empty() || self.held_released)
+        match self.state {
+            State::Framing => self.held.is_empty() || self.held_released,
+            State::Ended => true,
+            _ => false,
+        }
     }
 
     /// How many bytes the filter holds back, waiting for the rest of a short
@@ -340,6 +485,42 @@ impl FrameFilter {
         class
     }
 
+    /// Classifies one whole message as it arrived from a codec, with the
+    /// compressed flag of its frame, exactly as [`step`](Self::step) treats
+    /// the frame: a message longer than [`MAX_KEEPALIVE_LEN`] is never a
+    /// keepalive and is passed unread; a compressed one is inflated per the
+    /// filter's [`Encoding`] first, and is an application message when it
+    /// cannot be. Counted in [`stats`](Self::stats) as `step` counts frames:
+    /// the caller drops a [`Classification::Keepalive`] and delivers the
+    /// rest.
+    ///
+    /// ```
+    /// use inlinekeepalive_core::{wire, Classification, Encoding, FrameFilter};
+    ///
+    /// let mut filter = FrameFilter::with_encoding(Encoding::Identity);
+    /// assert_eq!(filter.classify_frame(false, &wire::KEEPALIVE_MESSAGE), Classification::Keepalive);
+    /// assert_eq!(filter.classify_frame(false, &[0x08, 0x01]), Classification::Application);
+    /// // Compressed, under an encoding the filter cannot inflate: delivered.
+    /// assert_eq!(filter.classify_frame(true, &wire::KEEPALIVE_MESSAGE), Classification::Application);
+    /// assert_eq!((filter.stats().keepalives_removed, filter.stats().frames_passed), (1, 2));
+    /// ```
+    pub fn classify_frame(&mut self, compressed: bool, payload: &[u8]) -> Classification {
+        let header = FrameHeader {
+            compressed,
+            len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+        };
+        let class = if self.may_be_keepalive(header) {
+            self.classify(header, payload)
+        } else {
+            Classification::Application
+        };
+        match class {
+            Classification::Keepalive => self.stats.keepalives_removed += 1,
+            class => self.count_passed(class),
+        }
+        class
+    }
+
     /// Declares the end of the stream.
     ///
     /// # Errors
@@ -348,8 +529,11 @@ impl FrameFilter {
     pub fn finish(&mut self) -> Result<(), FrameError> {
         let missing = match self.state {
             State::Failed(error) => return Err(error),
-            State::Passing { remaining } => u64::from(remaining),
+            State::Passing { remaining } | State::PassingTrailers { remaining } => {
+                u64::from(remaining)
+            }
             State::Framing => self.held_needs() as u64,
+            State::Ended => 0,
         };
         if missing == 0 {
             return Ok(());
@@ -369,8 +553,10 @@ impl FrameFilter {
     ///
     /// # Errors
     /// [`FrameError::BadFlag`] when a frame header carries a compressed flag
-    /// other than 0 or 1. Frames before it in the same input come out first,
-    /// in an `Ok` step.
+    /// other than 0 or 1 (or, under [`Framing::GrpcWeb`], `0x80` or `0x81`);
+    /// [`FrameError::AfterTrailers`] when a gRPC-Web body goes on after its
+    /// trailers frame. Frames before it in the same input come out first, in
+    /// an `Ok` step.
     pub fn step(&mut self, input: &[u8]) -> Result<Step<'_>, FrameError> {
         if self.held_released {
             self.held.clear();
@@ -393,6 +579,27 @@ impl FrameFilter {
                 self.state = State::Framing;
                 self.scan(input, taken)
             }
+            State::PassingTrailers { remaining } => {
+                let taken = input.len().min(remaining as usize);
+                // `taken <= remaining`, which is a u32.
+                let remaining = remaining - taken as u32;
+                self.state = if remaining > 0 {
+                    State::PassingTrailers { remaining }
+                } else {
+                    State::Ended
+                };
+                // Whatever follows in `input` fails in the next step.
+                Ok(Step {
+                    consumed: taken,
+                    output: if taken == 0 {
+                        Output::Nothing
+                    } else {
+                        Output::Forward(0..taken)
+                    },
+                })
+            }
+            State::Ended if input.is_empty() => Ok(nothing(0)),
+            State::Ended => Err(self.fail(FrameError::AfterTrailers)),
             State::Framing if !self.held.is_empty() => self.fill_held(input),
             State::Framing => self.scan(input, 0),
         }
@@ -417,8 +624,10 @@ impl FrameFilter {
             // The flag is checked before the header is complete: a broken
             // stream fails at its first bad byte, not four bytes later.
             match rest.first() {
-                Some(&flag) if flag > 1 && pos > 0 => return forward(pos),
-                Some(&flag) if flag > 1 => return Err(self.fail(FrameError::BadFlag(flag))),
+                Some(&flag) if !self.framing.allows_flag(flag) && pos > 0 => return forward(pos),
+                Some(&flag) if !self.framing.allows_flag(flag) => {
+                    return Err(self.fail(FrameError::BadFlag(flag)))
+                }
                 _ => {}
             }
             let Some(header) = rest.first_chunk::<FRAME_HEADER_LEN>() else {
@@ -427,10 +636,28 @@ impl FrameFilter {
                 }
                 return Ok(self.hold(rest, None));
             };
-            let header = match FrameHeader::parse(*header) {
-                Ok(header) => header,
-                Err(BadFlag(_)) if pos > 0 => return forward(pos),
-                Err(BadFlag(flag)) => return Err(self.fail(FrameError::BadFlag(flag))),
+            let header = match self.framing.parse(*header) {
+                Ok(Header::Message(header)) => header,
+                Ok(Header::Trailers { len }) => {
+                    // The last frame: passed on as it arrives, never read.
+                    self.trailers_seen = true;
+                    let payload = rest.len() - FRAME_HEADER_LEN;
+                    return match (len as usize).checked_sub(payload) {
+                        Some(remaining) if remaining > 0 => {
+                            // `remaining <= len`, which is a u32.
+                            self.state = State::PassingTrailers {
+                                remaining: remaining as u32,
+                            };
+                            forward(input.len())
+                        }
+                        _ => {
+                            self.state = State::Ended;
+                            forward(pos + FRAME_HEADER_LEN + len as usize)
+                        }
+                    };
+                }
+                Err(_) if pos > 0 => return forward(pos),
+                Err(error) => return Err(self.fail(error)),
             };
             let payload = &rest[FRAME_HEADER_LEN..];
             if !self.may_be_keepalive(header) {
@@ -478,9 +705,20 @@ impl FrameFilter {
             None => {
                 let mut bytes = [0u8; FRAME_HEADER_LEN];
                 bytes.copy_from_slice(self.held.as_slice());
-                let header = match FrameHeader::parse(bytes) {
-                    Ok(header) => header,
-                    Err(BadFlag(flag)) => return Err(self.fail(FrameError::BadFlag(flag))),
+                let header = match self.framing.parse(bytes) {
+                    Ok(Header::Message(header)) => header,
+                    Ok(Header::Trailers { len }) => {
+                        // The last frame: its header goes out now, its
+                        // payload as it arrives.
+                        self.trailers_seen = true;
+                        self.state = if len > 0 {
+                            State::PassingTrailers { remaining: len }
+                        } else {
+                            State::Ended
+                        };
+                        return Ok(self.release(consumed));
+                    }
+                    Err(error) => return Err(self.fail(error)),
                 };
                 if !self.may_be_keepalive(header) {
                     self.stats.frames_passed += 1;
@@ -669,6 +907,100 @@ mod tests {
         assert_eq!(out, frame);
     }
 
+    fn web_trailers(flag: u8, text: &[u8]) -> StdVec<u8> {
+        let mut f = StdVec::from([flag]);
+        f.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        f.extend_from_slice(text);
+        f
+    }
+
+    fn web_filter() -> FrameFilter {
+        FrameFilter::new().with_framing(Framing::GrpcWeb)
+    }
+
+    #[test]
+    fn grpc_web_trailers_pass_untouched_at_every_chunk_size() {
+        for (flag, text) in [
+            (0x80, &b"grpc-status:0\r\ngrpc-message:\r\n"[..]),
+            (0x81, &[0x1f, 0x8b, 1, 2, 3][..]),
+            (0x80, &[][..]),
+            (0x80, &[b'x'; 300][..]),
+        ] {
+            let app = frame(&[0x08, 0x01]);
+            let trailers = web_trailers(flag, text);
+            let mut body = KEEPALIVE_FRAME.to_vec();
+            body.extend_from_slice(&app);
+            body.extend_from_slice(&KEEPALIVE_FRAME);
+            body.extend_from_slice(&trailers);
+            let mut expected = app.clone();
+            expected.extend_from_slice(&trailers);
+            for size in 1..=body.len() {
+                let chunks: StdVec<&[u8]> = body.chunks(size).collect();
+                let mut filter = web_filter();
+                let (out, result) = run(&mut filter, &chunks);
+                assert_eq!(result, Ok(()), "flag {flag:#x}, chunk size {size}");
+                assert_eq!(out, expected, "flag {flag:#x}, chunk size {size}");
+                assert!(filter.trailers_seen() && filter.is_at_boundary());
+                let stats = filter.stats();
+                assert_eq!((stats.keepalives_removed, stats.frames_passed), (2, 1));
+            }
+        }
+    }
+
+    #[test]
+    fn anything_after_grpc_web_trailers_is_an_error_at_every_split() {
+        let app = frame(&[0x08, 0x01]);
+        let trailers = web_trailers(0x80, b"grpc-status:0\r\n");
+        for after in [&app[..], &KEEPALIVE_FRAME[..], &trailers[..], &[0][..]] {
+            let mut body = app.clone();
+            body.extend_from_slice(&trailers);
+            body.extend_from_slice(after);
+            let mut expected = app.clone();
+            expected.extend_from_slice(&trailers);
+            for split in 0..=body.len() {
+                let mut filter = web_filter();
+                let (out, result) = run(&mut filter, &[&body[..split], &body[split..]]);
+                assert_eq!(result, Err(FrameError::AfterTrailers), "split {split}");
+                assert_eq!(out, expected, "split {split}");
+                // Sticky.
+                assert_eq!(filter.step(&[]), Err(FrameError::AfterTrailers));
+                assert_eq!(filter.finish(), Err(FrameError::AfterTrailers));
+            }
+        }
+    }
+
+    #[test]
+    fn trailer_flags_are_bad_outside_grpc_web_and_others_inside() {
+        let trailers = web_trailers(0x80, b"grpc-status:0\r\n");
+        let (out, result) = run(&mut FrameFilter::new(), &[&trailers]);
+        assert_eq!((out.len(), result), (0, Err(FrameError::BadFlag(0x80))));
+        for flag in [2, 0x7f, 0x82, 0xc0, 0xff] {
+            let (_, result) = run(&mut web_filter(), &[&web_trailers(flag, b"")]);
+            assert_eq!(result, Err(FrameError::BadFlag(flag)));
+        }
+    }
+
+    #[test]
+    fn a_truncated_grpc_web_trailers_frame_is_truncated() {
+        let trailers = web_trailers(0x80, b"grpc-status:0\r\n");
+        for cut in 1..trailers.len() {
+            let mut filter = web_filter();
+            let (_, result) = run(&mut filter, &[&trailers[..cut]]);
+            let missing = if cut < 5 {
+                5 - cut
+            } else {
+                trailers.len() - cut
+            };
+            assert_eq!(
+                result,
+                Err(FrameError::Truncated {
+                    missing: missing as u64
+                }),
+                "cut {cut}"
+            );
+        }
+    }
+
     #[test]
     fn error_messages_are_clear() {
         use std::string::ToString;
@@ -679,6 +1011,10 @@ mod tests {
         assert_eq!(
             FrameError::Truncated { missing: 3 }.to_string(),
             "gRPC stream ended inside a frame (3 more bytes were announced)"
+        );
+        assert_eq!(
+            FrameError::AfterTrailers.to_string(),
+            "gRPC-Web body goes on after its trailers frame, which must be the last"
         );
     }
 }

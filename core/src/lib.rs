@@ -38,7 +38,7 @@ pub mod wire;
 
 pub use classify::{classify, Classification};
 pub use config::{Config, ConfigError, Policy};
-pub use filter::{Encoding, FilterStats, FrameError, FrameFilter, Output, Step};
+pub use filter::{Encoding, FilterStats, FrameError, FrameFilter, Framing, Output, Step};
 pub use instant::Instant;
 pub use keepalive::Keepalive;
 pub use tracker::FrameTracker;

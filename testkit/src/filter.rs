@@ -8,9 +8,9 @@
 
 use std::ops::Range;
 
-use inlinekeepalive_core::wire::{FRAME_HEADER_LEN, MAX_KEEPALIVE_LEN};
+use inlinekeepalive_core::wire::{FRAME_HEADER_LEN, GRPC_WEB_TRAILERS_FLAG, MAX_KEEPALIVE_LEN};
 use inlinekeepalive_core::{
-    classify, Classification, Encoding, FilterStats, FrameError, FrameFilter, Output,
+    classify, Classification, Encoding, FilterStats, FrameError, FrameFilter, Framing, Output,
 };
 
 use crate::inflate::{core_inflates, reference_inflate};
@@ -20,6 +20,9 @@ use crate::inflate::{core_inflates, reference_inflate};
 pub struct FilterInput<'a> {
     /// The stream's `grpc-encoding`.
     pub encoding: Encoding,
+    /// Plain gRPC, or a gRPC-Web response body (which may end with a
+    /// trailers frame).
+    pub framing: Framing,
     /// Chunk sizes, cycled until the stream is fed. Empty: one whole chunk.
     /// A size of 0 is a call to `step` with an empty input.
     pub chunk_sizes: &'a [u8],
@@ -29,9 +32,10 @@ pub struct FilterInput<'a> {
 
 impl<'a> FilterInput<'a> {
     /// Splits a fuzz input: byte 0 picks the encoding (low two bits:
-    /// identity, gzip, deflate, unknown), byte 1 is the number `n` of chunk
-    /// size bytes (mod 32), the next `n` bytes are chunk sizes
-    /// (see [`chunk_size`]), the rest is the stream.
+    /// identity, gzip, deflate, unknown) and the framing (bit 2: plain gRPC
+    /// or gRPC-Web), byte 1 is the number `n` of chunk size bytes (mod 32),
+    /// the next `n` bytes are chunk sizes (see [`chunk_size`]), the rest is
+    /// the stream.
     #[must_use]
     pub fn parse(data: &'a [u8]) -> Self {
         let encoding = match data.first().map_or(0, |b| b & 3) {
@@ -40,6 +44,11 @@ impl<'a> FilterInput<'a> {
             2 => Encoding::Deflate,
             _ => Encoding::Unknown,
         };
+        let framing = if data.first().is_some_and(|b| b & 4 != 0) {
+            Framing::GrpcWeb
+        } else {
+            Framing::Grpc
+        };
         let rest = data.get(1..).unwrap_or(&[]);
         let n = rest.first().map_or(0, |&b| usize::from(b % 32));
         let rest = rest.get(1..).unwrap_or(&[]);
@@ -47,6 +56,7 @@ impl<'a> FilterInput<'a> {
         let (chunk_sizes, stream) = rest.split_at(n);
         Self {
             encoding,
+            framing,
             chunk_sizes,
             stream,
         }
@@ -81,15 +91,16 @@ pub fn filter_against_reference(data: &[u8]) {
 pub fn check_filter(input: FilterInput<'_>) {
     let FilterInput {
         encoding,
+        framing,
         chunk_sizes,
         stream,
     } = input;
-    let mut reference = ReferenceDeframer::new(stream, encoding);
+    let mut reference = ReferenceDeframer::new(stream, encoding).with_framing(framing);
     let mut expected = ExpectedBytes {
         reference: &mut reference,
         current: 0..0,
     };
-    let mut filter = FrameFilter::with_encoding(encoding);
+    let mut filter = FrameFilter::with_encoding(encoding).with_framing(framing);
     let mut outcome = Ok(());
     if chunk_sizes.is_empty() {
         outcome = feed(&mut filter, stream, &mut expected);
@@ -118,9 +129,11 @@ pub fn check_filter(input: FilterInput<'_>) {
         assert_eq!(at_boundary, outcome.is_ok(), "is_at_boundary before finish");
     }
     expected.expect_end();
+    let trailers_seen = reference.trailers_seen();
     let (want, want_stats) = reference.outcome();
     assert_eq!(outcome, want, "error");
     assert_eq!(filter.stats(), want_stats, "stats");
+    assert_eq!(filter.trailers_seen(), trailers_seen, "trailers seen");
     if let Err(error) = outcome {
         assert_eq!(filter.step(&[0]).unwrap_err(), error, "sticky step");
         assert_eq!(filter.finish(), Err(error), "sticky finish");
@@ -219,13 +232,21 @@ impl ExpectedBytes<'_, '_> {
 /// incomplete frame is [`FrameError::Truncated`]; its bytes are passed on only
 /// if its header is complete and it would not have been classified (a long
 /// frame is forwarded as it arrives).
+///
+/// Under [`Framing::GrpcWeb`] a frame may also start with flag `0x80` or
+/// `0x81`: a trailers frame, passed on whole and never classified nor
+/// counted, after which any byte is [`FrameError::AfterTrailers`] (once the
+/// trailers frame is complete; an incomplete one is truncated, and its bytes
+/// after a complete header are passed on).
 #[derive(Clone, Debug)]
 pub struct ReferenceDeframer<'a> {
     stream: &'a [u8],
     encoding: Encoding,
+    framing: Framing,
     pos: usize,
     stats: FilterStats,
     error: Option<FrameError>,
+    trailers_seen: bool,
 }
 
 impl<'a> ReferenceDeframer<'a> {
@@ -235,10 +256,25 @@ impl<'a> ReferenceDeframer<'a> {
         Self {
             stream,
             encoding,
+            framing: Framing::Grpc,
             pos: 0,
             stats: FilterStats::default(),
             error: None,
+            trailers_seen: false,
         }
+    }
+
+    /// The same deframer for a stream framed as `framing`.
+    #[must_use]
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// Whether a gRPC-Web trailers frame's header has been read so far.
+    #[must_use]
+    pub fn trailers_seen(&self) -> bool {
+        self.trailers_seen
     }
 
     /// The next range of the stream to pass on, or `None` at the end.
@@ -246,7 +282,12 @@ impl<'a> ReferenceDeframer<'a> {
         while self.pos < self.stream.len() {
             let start = self.pos;
             let rest = &self.stream[start..];
-            if rest[0] > 1 {
+            if self.trailers_seen {
+                return self.stop(FrameError::AfterTrailers);
+            }
+            let trailers = self.framing == Framing::GrpcWeb
+                && (rest[0] == GRPC_WEB_TRAILERS_FLAG || rest[0] == GRPC_WEB_TRAILERS_FLAG | 1);
+            if rest[0] > 1 && !trailers {
                 return self.stop(FrameError::BadFlag(rest[0]));
             }
             if rest.len() < FRAME_HEADER_LEN {
@@ -256,6 +297,18 @@ impl<'a> ReferenceDeframer<'a> {
             let compressed = rest[0] == 1;
             let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
             let available = rest.len() - FRAME_HEADER_LEN;
+            if trailers {
+                // The last frame: passed on as it is, whole or not.
+                self.trailers_seen = true;
+                if available < len {
+                    self.stop::<()>(FrameError::Truncated {
+                        missing: (len - available) as u64,
+                    });
+                    return Some(start..self.stream.len());
+                }
+                self.pos = start + FRAME_HEADER_LEN + len;
+                return Some(start..self.pos);
+            }
             let inflatable =
                 matches!(self.encoding, Encoding::Gzip | Encoding::Deflate) && core_inflates();
             let classified = len <= MAX_KEEPALIVE_LEN && (!compressed || inflatable);

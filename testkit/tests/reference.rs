@@ -7,7 +7,7 @@ use std::io::Write;
 
 use flate2::{Compress, Compression, FlushCompress, GzBuilder, Status};
 use inlinekeepalive_core::wire::{KEEPALIVE_FRAME, KEEPALIVE_MESSAGE, MAX_KEEPALIVE_LEN};
-use inlinekeepalive_core::{Encoding, FrameFilter, Output};
+use inlinekeepalive_core::{Encoding, FrameFilter, Framing, Output};
 use inlinekeepalive_testkit::filter::{check_filter, FilterInput};
 use inlinekeepalive_testkit::inflate::{core_inflates, reference_inflate};
 
@@ -68,6 +68,7 @@ fn compressed_keepalives_are_removed_at_every_level_in_any_chunks() {
             stream.extend(frame(true, &payload[..payload.len() - 1])); // corrupt: passed on
             for chunk_sizes in [&[][..], &[1], &[0, 3, 7], &[200]] {
                 check_filter(FilterInput {
+                    framing: Framing::Grpc,
                     encoding,
                     chunk_sizes,
                     stream: &stream,
@@ -76,6 +77,7 @@ fn compressed_keepalives_are_removed_at_every_level_in_any_chunks() {
             // Under another encoding, nothing compressed is a keepalive.
             for other in [Encoding::Identity, Encoding::Unknown] {
                 check_filter(FilterInput {
+                    framing: Framing::Grpc,
                     encoding: other,
                     chunk_sizes: &[],
                     stream: &stream,
@@ -102,6 +104,7 @@ fn gzip_header_fields_are_skipped() {
     );
     assert!(core_removes(Encoding::Gzip, &member));
     check_filter(FilterInput {
+        framing: Framing::Grpc,
         encoding: Encoding::Gzip,
         chunk_sizes: &[2],
         stream: &frame(true, &member),
@@ -148,6 +151,7 @@ fn mutated_compressed_keepalives_agree_with_zlib() {
                 }
                 removed += usize::from(core_removes(encoding, &payload));
                 check_filter(FilterInput {
+                    framing: Framing::Grpc,
                     encoding,
                     chunk_sizes: &[],
                     stream: &frame(true, &payload),
