@@ -23,6 +23,23 @@ pub(super) fn is_grpc(headers: &http::HeaderMap) -> bool {
         })
 }
 
+/// Whether a `content-type` is gRPC-Web (`application/grpc-web`, with any
+/// `-text` or `+<codec>` suffix): a body the layers cannot follow, because
+/// its trailers are in-band and, for `-text`, it is base64. tonic-web's
+/// `GrpcWebLayer` must translate it to gRPC *before* a layer sees it.
+pub(super) fn is_grpc_web(headers: &http::HeaderMap) -> bool {
+    const PREFIX: &[u8] = b"application/grpc-web";
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            let value = value.trim().as_bytes();
+            value.len() >= PREFIX.len()
+                && value[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+                && matches!(value.get(PREFIX.len()), None | Some(b'+' | b';' | b'-'))
+        })
+}
+
 /// The stream's `grpc-encoding`, for the filter.
 pub(super) fn encoding(headers: &http::HeaderMap) -> Encoding {
     headers
@@ -101,6 +118,31 @@ mod tests {
             assert!(!is_grpc(&headers(&[("content-type", no)])), "{no}");
         }
         assert!(!is_grpc(&headers(&[])));
+    }
+
+    #[test]
+    fn grpc_web_content_types() {
+        for yes in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web+json",
+            "application/grpc-web-text",
+            "application/grpc-web-text+proto",
+            "Application/gRPC-Web; charset=utf-8",
+        ] {
+            assert!(is_grpc_web(&headers(&[("content-type", yes)])), "{yes}");
+            assert!(!is_grpc(&headers(&[("content-type", yes)])), "{yes}");
+        }
+        for no in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc-webx",
+            "application/json",
+            "",
+        ] {
+            assert!(!is_grpc_web(&headers(&[("content-type", no)])), "{no}");
+        }
+        assert!(!is_grpc_web(&headers(&[])));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The server layer.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -7,7 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::PeerSends;
-use super::common::{announces_support, encoding, inner_accessors, is_grpc};
+use super::common::{announces_support, encoding, inner_accessors, is_grpc, is_grpc_web};
 use super::future::{Pending, ResponseFuture};
 use super::{KeepaliveBody, KeepaliveStats, Seeds};
 use crate::Config;
@@ -45,10 +47,41 @@ use crate::Config;
 ///     .await?;
 /// # Ok(()) }
 /// ```
+///
+/// # gRPC-Web (browsers)
+///
+/// Put tonic-web's `GrpcWebLayer` **outside** this layer (an earlier
+/// `.layer(...)` on the builder), with `accept_http1(true)`. tonic-web then
+/// turns each gRPC-Web request into plain gRPC before this layer sees it,
+/// and turns the response back: a keepalive is framed, and for
+/// `application/grpc-web-text` base64-encoded, exactly like every
+/// application message, and the trailers frame still comes last. tonic-web
+/// wants a `tonic::body::Body` from the service it wraps, so map the
+/// response body in between:
+///
+/// ```ignore
+/// // Needs tonic-web and tower-http (feature "map-response-body"); compiled
+/// // in the repository's tests/src/grpc_web.rs.
+/// tonic::transport::Server::builder()
+///     .accept_http1(true) // browsers often speak HTTP/1.1
+///     .layer(tonic_web::GrpcWebLayer::new()) // outside
+///     .layer(MapResponseBodyLayer::new(tonic::body::Body::new))
+///     .layer(ServerKeepaliveLayer::new(config)) // inside: sees plain gRPC
+///     .add_routes(routes)
+///     .serve(addr)
+///     .await?;
+/// ```
+///
+/// In the other order this layer sees `application/grpc-web` bodies, which
+/// it cannot follow, passes them through and sends no keepalives at all: it
+/// then logs a `WARN` (once per layer) naming the fix. The README's
+/// "Browsers (gRPC-Web)" section has the whole setup, with CORS.
 #[derive(Clone, Debug, Default)]
 pub struct ServerKeepaliveLayer {
     config: Config,
     seeds: Seeds,
+    /// Set once the layer warned of a gRPC-Web request (wrong layer order).
+    warned_grpc_web: Arc<AtomicBool>,
 }
 
 impl ServerKeepaliveLayer {
@@ -58,6 +91,7 @@ impl ServerKeepaliveLayer {
         Self {
             config,
             seeds: Seeds::new(),
+            warned_grpc_web: Arc::default(),
         }
     }
 
@@ -65,6 +99,22 @@ impl ServerKeepaliveLayer {
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
+    }
+}
+
+impl ServerKeepaliveLayer {
+    /// Warns, once per layer, that gRPC-Web reached the layer: tonic-web's
+    /// `GrpcWebLayer` is inside it, or missing.
+    #[cold]
+    fn warn_grpc_web(&self) {
+        if !self.warned_grpc_web.swap(true, Relaxed) {
+            tracing::warn!(
+                target: "inlinekeepalive",
+                "ServerKeepaliveLayer saw a gRPC-Web request (content-type application/grpc-web*) \
+                 and passes it through without keepalives: put tonic-web's GrpcWebLayer outside \
+                 it (an earlier .layer() on the server builder), so that it sees plain gRPC"
+            );
+        }
     }
 }
 
@@ -103,6 +153,9 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
         if !is_grpc(&parts.headers) {
+            if is_grpc_web(&parts.headers) {
+                self.layer.warn_grpc_web();
+            }
             let request = Request::from_parts(parts, KeepaliveBody::untouched(body));
             return ResponseFuture::new(self.inner.call(request), Pending::Untouched);
         }
