@@ -1,0 +1,77 @@
+// The browser proof's page: connect-web's gRPC-Web transport with the
+// interceptor, and one without it, each watching a server stream through
+// the proxy. Bundled by proof/bundle.mjs into dist/proof/page.js; served by
+// tests/tests/grpc_web_browser.rs from an origin other than the API's, so
+// every call needs CORS (a preflight for the request headers, exposed
+// response headers).
+//
+// Query parameters: api (the API's base URL), count, gapMs, size (the
+// inline call's; the plain call's is one more, so the server's reports tell
+// them apart).
+// The outcome goes to `window.__result` and, for a person, to the page.
+
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+
+import { inlineKeepalives } from "../dist/index.js";
+import { EchoService } from "../test/support/schema.mjs";
+
+const params = new URLSearchParams(location.search);
+const api = params.get("api");
+const plan = {
+  count: BigInt(params.get("count") ?? "2"),
+  gapMs: Number(params.get("gapMs") ?? "10500"),
+  size: Number(params.get("size") ?? "64"),
+  firstGapMs: 0,
+};
+
+function show(text) {
+  const line = document.createElement("pre");
+  line.textContent = text;
+  document.body.append(line);
+}
+
+async function watch(name, withHelper, size) {
+  const interceptor = withHelper ? inlineKeepalives() : undefined;
+  const client = createClient(
+    EchoService,
+    createGrpcWebTransport({ baseUrl: api, interceptors: interceptor ? [interceptor] : [] }),
+  );
+  const started = performance.now();
+  const result = { name, ok: true, code: null, message: null, seqs: [], intact: true, surfaced: 0 };
+  try {
+    for await (const item of client.watch({ ...plan, size })) {
+      // The page's own code: it sees only what the transport and the
+      // interceptor hand it.
+      result.seqs.push(Number(item.seq));
+      result.intact &&=
+        item.payload.length === size && item.payload.every((b) => b === Number(item.seq % 251n));
+      if ((item.$unknown?.length ?? 0) > 0) result.surfaced += 1;
+      show(`${name}: message ${item.seq} after ${Math.round(performance.now() - started)} ms`);
+    }
+  } catch (error) {
+    const e = ConnectError.from(error);
+    result.ok = false;
+    result.code = Code[e.code];
+    result.message = e.rawMessage;
+  }
+  result.elapsedMs = Math.round(performance.now() - started);
+  result.stats = interceptor ? { ...interceptor.stats } : null;
+  show(
+    `${name}: ${result.ok ? "survived" : `died (${result.code}: ${result.message})`} after ` +
+      `${result.elapsedMs} ms; messages ${JSON.stringify(result.seqs)}; ` +
+      `keepalives removed ${result.stats?.keepalivesRemoved ?? "-"}, reaching the page ${result.surfaced}`,
+  );
+  return result;
+}
+
+show(`watching ${api} (${plan.count} messages, ${plan.gapMs} ms apart)`);
+Promise.all([watch("inline", true, plan.size), watch("plain", false, plan.size + 1)]).then(
+  (cases) => {
+    show("done");
+    window.__result = { userAgent: navigator.userAgent, origin: location.origin, cases };
+  },
+  (error) => {
+    window.__result = { error: String(error) };
+  },
+);
