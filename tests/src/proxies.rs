@@ -6,6 +6,11 @@
 //! PINGs itself and resets a stream that carries no DATA for its idle timeout (see `/work/shared/PROXIES.md`
 //! for the measurements behind the templates below).
 //!
+//! With [`Traffic::GrpcWeb`] they carry gRPC-Web instead, as browsers send it: HTTP/1.1 or h2c from the
+//! client ([`ClientHttp`]), HTTP/1.1 to the upstream (tonic with `accept_http1(true)` and tonic-web), nothing
+//! buffered, the same single idle timeout (nginx `proxy_pass`, HAProxy `mode http` without `proto h2` towards
+//! the server).
+//!
 //! # Lifecycle
 //!
 //! [`RunningProxy::start`]:
@@ -101,17 +106,50 @@ impl fmt::Display for ProxyKind {
     }
 }
 
+/// What a proxy carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Traffic {
+    /// gRPC: h2c on both sides (nginx `grpc_pass`, HAProxy `proto h2` on bind and server).
+    #[default]
+    Grpc,
+    /// gRPC-Web: the client speaks the given HTTP version (h2c with prior knowledge for
+    /// [`ClientHttp::Http2`]), the proxy speaks HTTP/1.1 to the upstream (nginx `proxy_pass` with
+    /// `proxy_http_version 1.1`, HAProxy's default) and buffers nothing, so every chunk (a keepalive
+    /// included) is forwarded as it arrives.
+    GrpcWeb(ClientHttp),
+}
+
+/// The HTTP version a gRPC-Web client speaks to the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientHttp {
+    /// HTTP/1.1, chunked responses.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c): what a browser would speak over TLS.
+    Http2,
+}
+
+impl fmt::Display for ClientHttp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientHttp::Http1 => "HTTP/1.1",
+            ClientHttp::Http2 => "h2",
+        })
+    }
+}
+
 /// What to run: which proxy, in front of which upstream, with which idle timeout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// Which proxy.
     pub kind: ProxyKind,
+    /// What it carries: gRPC (the default) or gRPC-Web.
+    pub traffic: Traffic,
     /// The h2c gRPC upstream the proxy forwards to. Must be a loopback address.
     pub upstream: SocketAddr,
     /// Applied to every timeout that can end an active idle stream, in whole milliseconds (at least 1 ms):
     /// nginx `grpc_read_timeout` (server-to-client idle) and `client_body_timeout` (client-to-server idle),
-    /// plus `grpc_connect_timeout`/`grpc_send_timeout`; HAProxy `timeout server` (idle in either direction),
-    /// `timeout client` and `timeout connect`.
+    /// plus `grpc_connect_timeout`/`grpc_send_timeout` (for gRPC-Web the `proxy_*` ones and `send_timeout`);
+    /// HAProxy `timeout server` (idle in either direction), `timeout client` and `timeout connect`.
     pub idle_timeout: Duration,
     /// The proxy executable; `None` looks it up with [`find_binary`].
     pub binary: Option<PathBuf>,
@@ -125,6 +163,7 @@ impl ProxyConfig {
     pub fn new(kind: ProxyKind, upstream: SocketAddr, idle_timeout: Duration) -> Self {
         ProxyConfig {
             kind,
+            traffic: Traffic::Grpc,
             upstream,
             idle_timeout,
             binary: None,
@@ -135,6 +174,12 @@ impl ProxyConfig {
     /// Sets [`ProxyConfig::work_root`].
     pub fn with_work_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.work_root = Some(root.into());
+        self
+    }
+
+    /// Sets [`ProxyConfig::traffic`] to gRPC-Web from a client speaking `client`.
+    pub fn grpc_web(mut self, client: ClientHttp) -> Self {
+        self.traffic = Traffic::GrpcWeb(client);
         self
     }
 
@@ -411,11 +456,12 @@ impl RunningProxy {
                     upstream: config.upstream,
                     timeout_ms,
                     http2_directive,
+                    traffic: config.traffic,
                 })?;
                 (dir.join("nginx.conf"), text)
             }
             ProxyKind::Haproxy => {
-                let text = haproxy_config(&dir, addr, config.upstream, timeout_ms)?;
+                let text = haproxy_config(&dir, addr, config.upstream, timeout_ms, config.traffic)?;
                 (dir.join("haproxy.cfg"), text)
             }
         };
@@ -687,6 +733,7 @@ struct NginxParams<'a> {
     upstream: SocketAddr,
     timeout_ms: u128,
     http2_directive: bool,
+    traffic: Traffic,
 }
 
 fn nginx_config(p: &NginxParams<'_>) -> Result<String, ProxyError> {
@@ -699,6 +746,60 @@ fn nginx_config(p: &NginxParams<'_>) -> Result<String, ProxyError> {
     };
     let listen = p.listen;
     let upstream = p.upstream;
+    let server = match p.traffic {
+        Traffic::Grpc => format!(
+            r#"
+        # h2c with prior knowledge (no TLS, no HTTP/1.1 upgrade).
+        listen {listen}{listen_http2};{http2_on}
+
+        # Server-to-client idle: the longest gap between two reads from the upstream. Fires on an idle server
+        # stream (and a bidi stream once the server has answered); HTTP/2 PINGs do not re-arm it, because
+        # nginx answers client PINGs itself and never forwards them. Data in either direction re-arms it on
+        # a flowing bidi stream.
+        grpc_read_timeout {t}ms;
+        # Client-to-server idle: the longest gap between two reads of the request body. Fires on an idle
+        # client stream (RST_STREAM PROTOCOL_ERROR to the client, 408 in the access log).
+        client_body_timeout {t}ms;
+        # These never fire on an established idle stream (measured), but a test's timeout should bound
+        # every wait the proxy can do.
+        grpc_connect_timeout {t}ms;
+        grpc_send_timeout {t}ms;
+
+        location / {{
+            grpc_pass grpc://{upstream};
+        }}"#
+        ),
+        Traffic::GrpcWeb(client) => {
+            let (listen_http2, http2_on) = match client {
+                ClientHttp::Http1 => ("", ""),
+                ClientHttp::Http2 => (listen_http2, http2_on),
+            };
+            format!(
+                r#"
+        # gRPC-Web from the client over {client} (h2: h2c with prior knowledge).
+        listen {listen}{listen_http2};{http2_on}
+
+        # Server-to-client idle: the longest gap between two reads from the upstream; an idle gRPC-Web
+        # server stream dies when it expires.
+        proxy_read_timeout {t}ms;
+        # Client-to-server idle, and the bounds of every other wait.
+        client_body_timeout {t}ms;
+        proxy_connect_timeout {t}ms;
+        proxy_send_timeout {t}ms;
+        send_timeout {t}ms;
+
+        location / {{
+            # HTTP/1.1 to tonic (accept_http1 + tonic-web), on kept-alive upstream connections.
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # Forward each chunk as it arrives, both ways: a keepalive must not wait in a buffer.
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}"#
+            )
+        }
+    };
     Ok(format!(
         r#"# Generated by inlinekeepalive_tests::proxies for one test run; everything lives under this directory.
 # One foreground process: with a master, a SIGKILLed master would leave its worker holding the port.
@@ -725,26 +826,7 @@ http {{
                    'upstream_time=$upstream_response_time';
     access_log "{dir}/access.log" ika;
 
-    server {{
-        # h2c with prior knowledge (no TLS, no HTTP/1.1 upgrade).
-        listen {listen}{listen_http2};{http2_on}
-
-        # Server-to-client idle: the longest gap between two reads from the upstream. Fires on an idle server
-        # stream (and a bidi stream once the server has answered); HTTP/2 PINGs do not re-arm it, because
-        # nginx answers client PINGs itself and never forwards them. Data in either direction re-arms it on
-        # a flowing bidi stream.
-        grpc_read_timeout {t}ms;
-        # Client-to-server idle: the longest gap between two reads of the request body. Fires on an idle
-        # client stream (RST_STREAM PROTOCOL_ERROR to the client, 408 in the access log).
-        client_body_timeout {t}ms;
-        # These never fire on an established idle stream (measured), but a test's timeout should bound
-        # every wait the proxy can do.
-        grpc_connect_timeout {t}ms;
-        grpc_send_timeout {t}ms;
-
-        location / {{
-            grpc_pass grpc://{upstream};
-        }}
+    server {{{server}
     }}
 }}
 "#
@@ -756,9 +838,16 @@ fn haproxy_config(
     listen: SocketAddr,
     upstream: SocketAddr,
     timeout_ms: u128,
+    traffic: Traffic,
 ) -> Result<String, ProxyError> {
     let dir = config_path(ProxyKind::Haproxy, prefix)?;
     let t = timeout_ms;
+    // gRPC: h2c on both sides. gRPC-Web: the client's HTTP version, HTTP/1.1 to the server.
+    let (bind_proto, server_proto) = match traffic {
+        Traffic::Grpc => (" proto h2", " proto h2"),
+        Traffic::GrpcWeb(ClientHttp::Http1) => ("", ""),
+        Traffic::GrpcWeb(ClientHttp::Http2) => (" proto h2", ""),
+    };
     Ok(format!(
         r#"# Generated by inlinekeepalive_tests::proxies for one test run; runs as `haproxy -db` (one foreground process).
 global
@@ -783,12 +872,12 @@ defaults
     timeout connect {t}ms
 
 frontend fe
-    # h2c with prior knowledge.
-    bind {listen} proto h2
+    # `proto h2`: h2c with prior knowledge; without it, HTTP/1.1.
+    bind {listen}{bind_proto}
     default_backend be
 
 backend be
-    server up {upstream} proto h2
+    server up {upstream}{server_proto}
 "#
     ))
 }
@@ -919,6 +1008,7 @@ mod tests {
             upstream,
             timeout_ms: 1500,
             http2_directive: false,
+            traffic: Traffic::Grpc,
         })
         .unwrap();
         for line in [
@@ -938,11 +1028,13 @@ mod tests {
             upstream,
             timeout_ms: 1500,
             http2_directive: true,
+            traffic: Traffic::Grpc,
         })
         .unwrap();
         assert!(newer.contains("listen 127.0.0.1:1000;\n        http2 on;"));
 
-        let haproxy = haproxy_config(Path::new("/tmp/x"), listen, upstream, 1500).unwrap();
+        let haproxy =
+            haproxy_config(Path::new("/tmp/x"), listen, upstream, 1500, Traffic::Grpc).unwrap();
         for line in [
             "timeout server 1500ms",
             "timeout client 1500ms",
@@ -952,6 +1044,55 @@ mod tests {
             "mode http",
         ] {
             assert!(haproxy.contains(line), "{line} missing from\n{haproxy}");
+        }
+    }
+
+    #[test]
+    fn grpc_web_templates_proxy_http1_unbuffered() {
+        let listen: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let upstream: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        for (client, listen_line) in [
+            (ClientHttp::Http1, "listen 127.0.0.1:1000;"),
+            (ClientHttp::Http2, "listen 127.0.0.1:1000 http2;"),
+        ] {
+            let nginx = nginx_config(&NginxParams {
+                prefix: Path::new("/tmp/x"),
+                listen,
+                upstream,
+                timeout_ms: 2000,
+                http2_directive: false,
+                traffic: Traffic::GrpcWeb(client),
+            })
+            .unwrap();
+            for line in [
+                listen_line,
+                "proxy_read_timeout 2000ms;",
+                "client_body_timeout 2000ms;",
+                "send_timeout 2000ms;",
+                "proxy_pass http://127.0.0.1:2000;",
+                "proxy_http_version 1.1;",
+                "proxy_buffering off;",
+                "proxy_request_buffering off;",
+            ] {
+                assert!(nginx.contains(line), "{line} missing from\n{nginx}");
+            }
+            assert!(!nginx.contains("grpc_pass"), "{nginx}");
+        }
+        for (client, bind) in [
+            (ClientHttp::Http1, "bind 127.0.0.1:1000\n"),
+            (ClientHttp::Http2, "bind 127.0.0.1:1000 proto h2\n"),
+        ] {
+            let haproxy = haproxy_config(
+                Path::new("/tmp/x"),
+                listen,
+                upstream,
+                2000,
+                Traffic::GrpcWeb(client),
+            )
+            .unwrap();
+            for line in [bind, "server up 127.0.0.1:2000\n", "timeout server 2000ms"] {
+                assert!(haproxy.contains(line), "{line:?} missing from\n{haproxy}");
+            }
         }
     }
 
