@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::KeepaliveStats;
 use crate::core::{wire, Config, Encoding, FrameError, Output};
-use crate::receive::{ReceiveHalf, ReceiveStats, KEEPALIVES_PER_POLL};
+use crate::receive::{ReceiveHalf, KEEPALIVES_PER_POLL};
 use crate::send::SendHalf;
 use crate::timer::TokioTimer;
 
@@ -68,8 +68,8 @@ pin_project! {
             half: ReceiveHalf<TokioTimer>,
             // The rest of the current DATA chunk, not yet filtered.
             pending: Bytes,
-            // What was last published to `stats`.
-            seen: ReceiveStats,
+            // Collisions already reported (a warning for each new one).
+            seen_collisions: u64,
             stats: KeepaliveStats,
             failed: bool,
         },
@@ -136,7 +136,7 @@ impl<B> KeepaliveBody<B> {
             direction: Direction::Inbound {
                 half,
                 pending: Bytes::new(),
-                seen: ReceiveStats::default(),
+                seen_collisions: 0,
                 stats,
                 failed: false,
             },
@@ -212,10 +212,18 @@ where
             DirectionProj::Inbound {
                 half,
                 pending,
-                seen,
+                seen_collisions,
                 stats,
                 failed,
-            } => poll_inbound(this.inner, half, pending, seen, stats, failed, cx),
+            } => poll_inbound(
+                this.inner,
+                half,
+                pending,
+                seen_collisions,
+                stats,
+                failed,
+                cx,
+            ),
             DirectionProj::Outbound {
                 half,
                 stats,
@@ -268,7 +276,7 @@ fn poll_inbound<B>(
     mut inner: Pin<&mut B>,
     mut half: Pin<&mut ReceiveHalf<TokioTimer>>,
     pending: &mut Bytes,
-    seen: &mut ReceiveStats,
+    seen_collisions: &mut u64,
     stats: &KeepaliveStats,
     failed: &mut bool,
     cx: &mut Context<'_>,
@@ -284,7 +292,7 @@ where
         }
         if !pending.is_empty() {
             let step = step(half.as_mut(), pending);
-            publish(&half, seen, stats);
+            publish(&half, seen_collisions, stats);
             match step {
                 Ok(Some(bytes)) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 Ok(None) => {
@@ -367,13 +375,13 @@ fn step(
     Ok(out.filter(|bytes| !bytes.is_empty()))
 }
 
-/// Publishes the receive counters to the stream's [`KeepaliveStats`].
-fn publish(half: &ReceiveHalf<TokioTimer>, seen: &mut ReceiveStats, stats: &KeepaliveStats) {
+/// Publishes the receive counters to the stream's [`KeepaliveStats`], and
+/// warns of each new collision.
+fn publish(half: &ReceiveHalf<TokioTimer>, seen_collisions: &mut u64, stats: &KeepaliveStats) {
     let now = half.stats();
-    if now == *seen {
-        return;
-    }
-    if now.collisions > seen.collisions {
+    stats.store_received(now);
+    if now.collisions > *seen_collisions {
+        *seen_collisions = now.collisions;
         tracing::warn!(
             target: "inlinekeepalive",
             collisions = now.collisions,
@@ -381,8 +389,6 @@ fn publish(half: &ReceiveHalf<TokioTimer>, seen: &mut ReceiveStats, stats: &Keep
              keepalives, without being one; it was delivered to the application"
         );
     }
-    stats.store_received(now);
-    *seen = now;
 }
 
 fn malformed(pending: &mut Bytes, failed: &mut bool, error: FrameError) -> Status {

@@ -12,7 +12,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::Support;
-use super::common::{inner_accessors, is_grpc, metadata_key};
+use super::common::{inner_accessors, is_grpc, METADATA_KEY};
 use super::future::{Pending, ResponseFuture};
 use super::{KeepaliveBody, KeepaliveStats, Seeds};
 use crate::Config;
@@ -258,7 +258,7 @@ where
         }
         parts
             .headers
-            .insert(metadata_key(), HeaderValue::from_static("true"));
+            .insert(METADATA_KEY, HeaderValue::from_static("true"));
         let stats = KeepaliveStats::new();
         let support = if self.layer.server_support() == Some(true) {
             stats.set_peer_support(true);

@@ -3,10 +3,13 @@
 
 use crate::core::{wire, Encoding};
 
-/// `wp-inline-keepalives` as a header name.
-pub(super) fn metadata_key() -> http::HeaderName {
-    http::HeaderName::from_static(wire::METADATA_KEY)
-}
+/// `wp-inline-keepalives` as a header name. A constant: a lookup by `&str`
+/// parses the name anew on every call, which costs more than the rest of
+/// the header handling of a small unary call.
+pub(super) const METADATA_KEY: http::HeaderName = http::HeaderName::from_static(wire::METADATA_KEY);
+
+/// `grpc-encoding` as a header name.
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
 
 /// Whether a `content-type` is gRPC over HTTP/2 (`application/grpc` or
 /// `application/grpc+<codec>`), not gRPC-Web or anything else: the layers
@@ -43,7 +46,7 @@ pub(super) fn is_grpc_web(headers: &http::HeaderMap) -> bool {
 /// The stream's `grpc-encoding`, for the filter.
 pub(super) fn encoding(headers: &http::HeaderMap) -> Encoding {
     headers
-        .get("grpc-encoding")
+        .get(GRPC_ENCODING)
         .and_then(|value| value.to_str().ok())
         .map_or(Encoding::Identity, Encoding::from_grpc_encoding)
 }
@@ -51,7 +54,7 @@ pub(super) fn encoding(headers: &http::HeaderMap) -> Encoding {
 /// Whether the headers carry `wp-inline-keepalives: true`.
 pub(super) fn announces_support(headers: &http::HeaderMap) -> bool {
     headers
-        .get_all(wire::METADATA_KEY)
+        .get_all(METADATA_KEY)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .any(|value| value.trim().eq_ignore_ascii_case(wire::METADATA_VALUE))

@@ -8,7 +8,7 @@ use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 
 use super::body::{PeerSends, Support};
-use super::common::{announces_support, encoding, is_grpc, metadata_key};
+use super::common::{announces_support, encoding, is_grpc, METADATA_KEY};
 use super::{KeepaliveBody, KeepaliveStats};
 use crate::core::Config;
 
@@ -90,7 +90,7 @@ where
             } if is_grpc(&parts.headers) => {
                 parts
                     .headers
-                    .insert(metadata_key(), HeaderValue::from_static("true"));
+                    .insert(METADATA_KEY, HeaderValue::from_static("true"));
                 if client_removes {
                     KeepaliveBody::outbound(body, &config, Support::Yes, stats, seed)
                 } else {
