@@ -12,6 +12,12 @@
 //!   (the adapters' overhead bench moves 1 MiB per iteration): the per-frame
 //!   cost of the filter and of the `FrameTracker` that a writer runs, beside
 //!   a `memcpy` of that 1 MiB.
+//! - `small_64MiB/*` and `small_1MiB/*`: the same with 69-byte frames
+//!   (64-byte payloads, every one short enough to be a keepalive, so each is
+//!   classified), 1% keepalives. The payloads are a bytes field of
+//!   pseudo-random bytes, so about a fifth of them contain the byte 0xBC and
+//!   take the full protobuf walk; the rest are told apart by the prefilter.
+//!   `frame_tracker` is the bare header walk, the floor of any filter.
 
 use std::hint::black_box;
 
@@ -104,6 +110,30 @@ fn track_stream(stream: &[u8], write_len: usize) -> u64 {
     tracker.frames()
 }
 
+/// Up to `len` bytes of 69-byte frames (64-byte payloads), a keepalive after
+/// every 99; also returns the keepalive count.
+fn small_stream(len: usize) -> (Vec<u8>, u64) {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut byte = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as u8
+    };
+    let mut stream = Vec::with_capacity(len + 69);
+    let (mut keepalives, mut n) = (0, 0);
+    while stream.len() + 69 <= len {
+        stream.extend_from_slice(&[0, 0, 0, 0, 64, 0x0a, 62]);
+        stream.extend((0..62).map(|_| byte()));
+        n += 1;
+        if n % KEEPALIVE_EVERY == 0 && stream.len() + KEEPALIVE_FRAME.len() <= len {
+            stream.extend_from_slice(&KEEPALIVE_FRAME);
+            keepalives += 1;
+        }
+    }
+    (stream, keepalives)
+}
+
 fn classify_benches(c: &mut Criterion) {
     let app = application_message();
     let mut group = c.benchmark_group("classify");
@@ -111,7 +141,50 @@ fn classify_benches(c: &mut Criterion) {
         b.iter(|| classify(black_box(&KEEPALIVE_MESSAGE)))
     });
     group.bench_function("application_1KiB", |b| b.iter(|| classify(black_box(&app))));
+    let (small, _) = small_stream(69 * 16);
+    let payload = small
+        .chunks(69)
+        .map(|frame| &frame[FRAME_HEADER_LEN..])
+        .find(|payload| !payload.contains(&0xbc))
+        .expect("a payload without 0xBC");
+    group.bench_function("application_64B_without_0xBC", |b| {
+        b.iter(|| classify(black_box(payload)))
+    });
     group.finish();
+}
+
+fn small_benches(c: &mut Criterion) {
+    let (stream, keepalives) = small_stream(STREAM_LEN);
+    let (passed, removed) = filter_stream(&stream);
+    assert_eq!(removed, keepalives);
+    assert_eq!(
+        passed,
+        stream.len() - keepalives as usize * KEEPALIVE_FRAME.len()
+    );
+    for (name, bytes) in [
+        ("small_64MiB", &stream[..]),
+        ("small_1MiB", &stream[..1 << 20]),
+    ] {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        if bytes.len() > 1 << 20 {
+            group.sample_size(20);
+        }
+        group.bench_function("frame_filter_16KiB_chunks", |b| {
+            b.iter(|| filter_stream(black_box(bytes)))
+        });
+        group.bench_function("frame_tracker_16KiB_chunks", |b| {
+            b.iter(|| track_stream(black_box(bytes), CHUNK_LEN))
+        });
+        let mut copy = vec![0u8; bytes.len()];
+        group.bench_function("memcpy", |b| {
+            b.iter(|| {
+                copy.copy_from_slice(black_box(bytes));
+                black_box(&copy);
+            })
+        });
+        group.finish();
+    }
 }
 
 fn stream_benches(c: &mut Criterion) {
@@ -165,5 +238,5 @@ fn stream_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, classify_benches, stream_benches);
+criterion_group!(benches, classify_benches, stream_benches, small_benches);
 criterion_main!(benches);
