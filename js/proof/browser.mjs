@@ -22,6 +22,9 @@ const log = [];
 const browser = await puppeteer.launch({
   executablePath,
   headless: true,
+  // The h2 case's nginx has a self-signed certificate (browsers speak h2
+  // only over TLS).
+  acceptInsecureCerts: true,
   userDataDir: profile,
   args: [
     "--headless",
@@ -32,6 +35,7 @@ const browser = await puppeteer.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--ignore-certificate-errors",
   ],
 });
 let result;

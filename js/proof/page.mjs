@@ -5,9 +5,10 @@
 // every call needs CORS (a preflight for the request headers, exposed
 // response headers).
 //
-// Query parameters: api (the API's base URL), count, gapMs, size (the
-// inline call's; the plain call's is one more, so the server's reports tell
-// them apart).
+// Query parameters: api (an API base URL; repeat it to watch through
+// several), count, gapMs, size. For the i-th api, the inline call asks for
+// items of size + 2i bytes and the plain call size + 2i + 1, so the
+// server's reports tell all the calls apart.
 // The outcome goes to `window.__result` and, for a person, to the page.
 
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -17,7 +18,7 @@ import { inlineKeepalives } from "../dist/index.js";
 import { EchoService } from "../test/support/schema.mjs";
 
 const params = new URLSearchParams(location.search);
-const api = params.get("api");
+const apis = params.getAll("api");
 const plan = {
   count: BigInt(params.get("count") ?? "2"),
   gapMs: Number(params.get("gapMs") ?? "10500"),
@@ -31,7 +32,7 @@ function show(text) {
   document.body.append(line);
 }
 
-async function watch(name, withHelper, size) {
+async function watch(name, api, withHelper, size) {
   const interceptor = withHelper ? inlineKeepalives() : undefined;
   const client = createClient(
     EchoService,
@@ -65,8 +66,12 @@ async function watch(name, withHelper, size) {
   return result;
 }
 
-show(`watching ${api} (${plan.count} messages, ${plan.gapMs} ms apart)`);
-Promise.all([watch("inline", true, plan.size), watch("plain", false, plan.size + 1)]).then(
+show(`watching ${apis.join(" and ")} (${plan.count} messages, ${plan.gapMs} ms apart)`);
+const calls = apis.flatMap((api, i) => [
+  watch(`inline#${i}`, api, true, plan.size + 2 * i),
+  watch(`plain#${i}`, api, false, plan.size + 2 * i + 1),
+]);
+Promise.all(calls).then(
   (cases) => {
     show("done");
     window.__result = { userAgent: navigator.userAgent, origin: location.origin, cases };

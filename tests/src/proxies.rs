@@ -156,6 +156,18 @@ pub struct ProxyConfig {
     /// Where the per-run directory is created; `None` uses the environment variable `CARGO_TARGET_TMPDIR`
     /// if set, else [`std::env::temp_dir`]. Integration tests pass `env!("CARGO_TARGET_TMPDIR")`.
     pub work_root: Option<PathBuf>,
+    /// TLS on the listening side (nginx, gRPC-Web only): a PEM certificate and its key. Browsers speak h2
+    /// only over TLS, so a browser test of gRPC-Web over h2 needs it.
+    pub tls: Option<Tls>,
+}
+
+/// A certificate and its private key, both PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// The certificate (chain).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl ProxyConfig {
@@ -168,6 +180,7 @@ impl ProxyConfig {
             idle_timeout,
             binary: None,
             work_root: None,
+            tls: None,
         }
     }
 
@@ -180,6 +193,12 @@ impl ProxyConfig {
     /// Sets [`ProxyConfig::traffic`] to gRPC-Web from a client speaking `client`.
     pub fn grpc_web(mut self, client: ClientHttp) -> Self {
         self.traffic = Traffic::GrpcWeb(client);
+        self
+    }
+
+    /// Sets [`ProxyConfig::tls`].
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -434,6 +453,12 @@ impl RunningProxy {
             None => find_binary(kind).ok_or(ProxyError::NotInstalled { kind })?,
         };
 
+        if config.tls.is_some() && (kind != ProxyKind::Nginx || config.traffic == Traffic::Grpc) {
+            return Err(ProxyError::InvalidConfig {
+                kind,
+                reason: "TLS is templated for nginx carrying gRPC-Web only".to_owned(),
+            });
+        }
         let http2_directive = match kind {
             ProxyKind::Nginx => nginx_needs_http2_directive(&version(kind, &binary)?),
             ProxyKind::Haproxy => false,
@@ -457,6 +482,7 @@ impl RunningProxy {
                     timeout_ms,
                     http2_directive,
                     traffic: config.traffic,
+                    tls: config.tls.as_ref(),
                 })?;
                 (dir.join("nginx.conf"), text)
             }
@@ -734,6 +760,7 @@ struct NginxParams<'a> {
     timeout_ms: u128,
     http2_directive: bool,
     traffic: Traffic,
+    tls: Option<&'a Tls>,
 }
 
 fn nginx_config(p: &NginxParams<'_>) -> Result<String, ProxyError> {
@@ -774,10 +801,21 @@ fn nginx_config(p: &NginxParams<'_>) -> Result<String, ProxyError> {
                 ClientHttp::Http1 => ("", ""),
                 ClientHttp::Http2 => (listen_http2, http2_on),
             };
+            let (listen_ssl, ssl) = match p.tls {
+                None => (String::new(), String::new()),
+                Some(tls) => (
+                    " ssl".to_owned(),
+                    format!(
+                        "\n        ssl_certificate \"{}\";\n        ssl_certificate_key \"{}\";",
+                        config_path(ProxyKind::Nginx, &tls.cert)?,
+                        config_path(ProxyKind::Nginx, &tls.key)?
+                    ),
+                ),
+            };
             format!(
                 r#"
-        # gRPC-Web from the client over {client} (h2: h2c with prior knowledge).
-        listen {listen}{listen_http2};{http2_on}
+        # gRPC-Web from the client over {client} (h2 without TLS: h2c with prior knowledge).
+        listen {listen}{listen_ssl}{listen_http2};{http2_on}{ssl}
 
         # Server-to-client idle: the longest gap between two reads from the upstream; an idle gRPC-Web
         # server stream dies when it expires.
@@ -1009,6 +1047,7 @@ mod tests {
             timeout_ms: 1500,
             http2_directive: false,
             traffic: Traffic::Grpc,
+            tls: None,
         })
         .unwrap();
         for line in [
@@ -1029,6 +1068,7 @@ mod tests {
             timeout_ms: 1500,
             http2_directive: true,
             traffic: Traffic::Grpc,
+            tls: None,
         })
         .unwrap();
         assert!(newer.contains("listen 127.0.0.1:1000;\n        http2 on;"));
@@ -1062,6 +1102,7 @@ mod tests {
                 timeout_ms: 2000,
                 http2_directive: false,
                 traffic: Traffic::GrpcWeb(client),
+                tls: None,
             })
             .unwrap();
             for line in [
@@ -1077,6 +1118,27 @@ mod tests {
                 assert!(nginx.contains(line), "{line} missing from\n{nginx}");
             }
             assert!(!nginx.contains("grpc_pass"), "{nginx}");
+        }
+        let tls = Tls {
+            cert: PathBuf::from("/tmp/x/cert.pem"),
+            key: PathBuf::from("/tmp/x/key.pem"),
+        };
+        let nginx = nginx_config(&NginxParams {
+            prefix: Path::new("/tmp/x"),
+            listen,
+            upstream,
+            timeout_ms: 2000,
+            http2_directive: false,
+            traffic: Traffic::GrpcWeb(ClientHttp::Http2),
+            tls: Some(&tls),
+        })
+        .unwrap();
+        for line in [
+            "listen 127.0.0.1:1000 ssl http2;",
+            "ssl_certificate \"/tmp/x/cert.pem\";",
+            "ssl_certificate_key \"/tmp/x/key.pem\";",
+        ] {
+            assert!(nginx.contains(line), "{line} missing from\n{nginx}");
         }
         for (client, bind) in [
             (ClientHttp::Http1, "bind 127.0.0.1:1000\n"),

@@ -7,7 +7,10 @@
 //! call goes through CORS as the README's recipe sets it up: a preflight for
 //! `wp-inline-keepalives` (and the gRPC-Web headers), and the response
 //! header exposed so the page can read it. The stream carries two messages
-//! 10.5 s apart (5.25 idle timeouts of silence). The page runs two calls at
+//! 10.5 s apart (5.25 idle timeouts of silence). Two nginx instances stand
+//! in front of the server: one speaking HTTP/1.1, one h2 over TLS (browsers
+//! speak h2 only over TLS; a self-signed certificate made by `openssl`, which
+//! the browser is told to accept). Through each, the page runs two calls at
 //! once:
 //! - **inline**, with the interceptor: survives, both messages reach the
 //!   page intact, every keepalive the server sent is removed before the
@@ -15,9 +18,9 @@
 //! - **plain**, without it: the server sends no keepalive, and nginx kills
 //!   the stream about 2 s after the first message.
 //!
-//! Browsers speak h2 only over TLS, so the page uses HTTP/1.1 to nginx (the
-//! Node proof covers h2). Needs node, `js/` built, chromium and nginx:
-//! missing, the test fails under `CI=true` and is skipped elsewhere.
+//! nginx's access logs show which protocol the browser spoke. Needs node,
+//! `js/` built, chromium, openssl and nginx: missing, the test fails under
+//! `CI=true` and is skipped elsewhere.
 
 mod grpc_web_support;
 mod tonic_support;
@@ -89,19 +92,38 @@ async fn a_browser_stream_survives_nginx_with_inline_keepalives() {
     let origin = format!("http://{}", page_listener.local_addr().unwrap());
     let page = serve_page(page_listener);
     let mut server = WebServer::start(Stack::Keepalives, INTERVAL, &origin).await;
-    let config = ProxyConfig::new(ProxyKind::Nginx, server.addr, IDLE_TIMEOUT)
-        .grpc_web(ClientHttp::Http1)
-        .with_binary(&nginx)
-        .with_work_root(env!("CARGO_TARGET_TMPDIR"));
-    let proxy: RunningProxy = tokio::task::spawn_blocking(move || RunningProxy::start(&config))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("starting nginx: {e}"));
-
-    let url = format!(
-        "{origin}/?api=http://{}&count=2&gapMs={GAP_MS}&size={SIZE}",
-        proxy.addr()
-    );
+    let tls_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("grpc-web-browser-tls-{}", std::process::id()));
+    let Some(tls) = self_signed_cert(&tls_dir) else {
+        return;
+    };
+    // (label, client protocol, scheme, what nginx logs): the page watches
+    // through both.
+    let fronts = [
+        ("HTTP/1.1", ClientHttp::Http1, "http", "HTTP/1.1"),
+        ("h2 over TLS", ClientHttp::Http2, "https", "HTTP/2.0"),
+    ];
+    let mut proxies: Vec<RunningProxy> = Vec::new();
+    for (_, http, scheme, _) in fronts {
+        let mut config = ProxyConfig::new(ProxyKind::Nginx, server.addr, IDLE_TIMEOUT)
+            .grpc_web(http)
+            .with_binary(&nginx)
+            .with_work_root(env!("CARGO_TARGET_TMPDIR"));
+        if scheme == "https" {
+            config = config.with_tls(tls.clone());
+        }
+        let proxy = tokio::task::spawn_blocking(move || RunningProxy::start(&config))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("starting nginx: {e}"));
+        proxies.push(proxy);
+    }
+    let apis: String = fronts
+        .iter()
+        .zip(&proxies)
+        .map(|((_, _, scheme, _), proxy)| format!("&api={scheme}://{}", proxy.addr()))
+        .collect();
+    let url = format!("{origin}/?count=2&gapMs={GAP_MS}&size={SIZE}{apis}");
     let lines = run_node(
         &node,
         "proof/browser.mjs",
@@ -112,8 +134,9 @@ async fn a_browser_stream_survives_nginx_with_inline_keepalives() {
     let results = CaseResult::parse_all(&lines);
     let seen = server.drain_seen();
     let output = lines.join("\n");
-    let context = || format!("browser output:\n{output}\nnginx:\n{}", proxy.logs());
-    assert_eq!(results.len(), 2, "{}", context());
+    let logs: Vec<String> = proxies.iter().map(RunningProxy::logs).collect();
+    let context = || format!("browser output:\n{output}\nnginx:\n{}", logs.join("\n"));
+    assert_eq!(results.len(), 2 * fronts.len(), "{}", context());
 
     let sent = |size: u32| {
         seen.iter()
@@ -122,68 +145,89 @@ async fn a_browser_stream_survives_nginx_with_inline_keepalives() {
             .map(|stats| stats.keepalives_sent())
             .unwrap_or_else(|| panic!("no handler report for size {size}; {}", context()))
     };
-    eprintln!("chromium through nginx (HTTP/1.1, idle timeout {IDLE_TIMEOUT:?}), messages {GAP_MS} ms apart:");
+    eprintln!(
+        "chromium through nginx (idle timeout {IDLE_TIMEOUT:?}), messages {GAP_MS} ms apart, \
+         keepalives every {INTERVAL:?}:"
+    );
     for line in lines
         .iter()
         .filter(|l| l.starts_with("BROWSER") || l.starts_with("PAGE"))
     {
         eprintln!("  {line}");
     }
-    let inline = &results[0];
-    let plain = &results[1];
-    let (inline_sent, plain_sent) = (sent(SIZE), sent(SIZE + 1));
-    eprintln!("  {}; server sent {inline_sent}", inline.summary());
-    eprintln!("  {}; server sent {plain_sent}", plain.summary());
+    for (i, (label, _, _, protocol)) in fronts.iter().enumerate() {
+        let inline = &results[2 * i];
+        let plain = &results[2 * i + 1];
+        let size = SIZE + 2 * i as u32;
+        let (inline_sent, plain_sent) = (sent(size), sent(size + 1));
+        eprintln!("  {label}: {}; server sent {inline_sent}", inline.summary());
+        eprintln!("  {label}: {}; server sent {plain_sent}", plain.summary());
+        let context = || format!("{label}; {}", context());
 
-    assert_eq!(inline.name, "inline");
-    assert!(inline.ok, "the inline stream must survive; {}", context());
-    assert_eq!(inline.seqs, [0, 1], "{}", context());
-    assert!(inline.intact, "{}", context());
-    assert_eq!(
-        inline.surfaced,
-        0,
-        "no keepalive reaches the page's code; {}",
-        context()
-    );
-    assert!(
-        inline.elapsed >= Duration::from_millis(GAP_MS - 100),
-        "{}",
-        context()
-    );
-    assert!(inline_sent >= MIN_KEEPALIVES, "{}", context());
-    assert_eq!(
-        inline.removed,
-        Some(inline_sent),
-        "every keepalive removed; {}",
-        context()
-    );
-    assert_eq!(inline.delivered, Some(2), "{}", context());
-    assert_eq!(
-        inline.announced,
-        Some(true),
-        "the page read wp-inline-keepalives: CORS exposes it; {}",
-        context()
-    );
+        // nginx saw the browser speak this front's protocol.
+        let access: Vec<&str> = logs[i]
+            .lines()
+            .filter(|l| l.contains("/ikatest.Echo/Watch"))
+            .collect();
+        assert!(
+            !access.is_empty() && access.iter().all(|l| l.contains(protocol)),
+            "expected {protocol} in nginx's access log; {}",
+            context()
+        );
 
-    assert_eq!(plain.name, "plain");
-    assert!(
-        !plain.ok,
-        "the plain stream dies at nginx's idle timeout; {}",
-        context()
-    );
-    assert_eq!(plain.seqs, [0], "{}", context());
-    assert_eq!(plain.surfaced, 0, "{}", context());
-    assert_eq!(plain_sent, 0, "no header, no keepalives; {}", context());
-    assert!(
-        (Duration::from_millis(1_500)..=Duration::from_millis(6_000)).contains(&plain.elapsed),
-        "{}",
-        context()
-    );
+        assert_eq!(inline.name, format!("inline#{i}"));
+        assert!(inline.ok, "the inline stream must survive; {}", context());
+        assert_eq!(inline.seqs, [0, 1], "{}", context());
+        assert!(inline.intact, "{}", context());
+        assert_eq!(
+            inline.surfaced,
+            0,
+            "no keepalive reaches the page's code; {}",
+            context()
+        );
+        assert!(
+            inline.elapsed >= Duration::from_millis(GAP_MS - 100),
+            "{}",
+            context()
+        );
+        assert!(inline_sent >= MIN_KEEPALIVES, "{}", context());
+        assert_eq!(
+            inline.removed,
+            Some(inline_sent),
+            "every keepalive removed; {}",
+            context()
+        );
+        assert_eq!(inline.delivered, Some(2), "{}", context());
+        assert_eq!(
+            inline.announced,
+            Some(true),
+            "the page read wp-inline-keepalives: CORS exposes it; {}",
+            context()
+        );
 
-    tokio::task::spawn_blocking(move || proxy.stop())
-        .await
-        .unwrap()
-        .unwrap();
+        assert_eq!(plain.name, format!("plain#{i}"));
+        assert!(
+            !plain.ok,
+            "the plain stream dies at nginx's idle timeout; {}",
+            context()
+        );
+        assert_eq!(plain.seqs, [0], "{}", context());
+        assert_eq!(plain.surfaced, 0, "{}", context());
+        assert_eq!(plain_sent, 0, "no header, no keepalives; {}", context());
+        assert!(
+            (Duration::from_millis(1_500)..=Duration::from_millis(6_000)).contains(&plain.elapsed),
+            "{}",
+            context()
+        );
+    }
+
+    for proxy in proxies {
+        tokio::task::spawn_blocking(move || proxy.stop())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&tls_dir);
     server.shutdown().await;
     page.abort();
 }

@@ -817,3 +817,40 @@ impl CaseResult {
         )
     }
 }
+
+/// A self-signed certificate for 127.0.0.1, made in `dir` by the `openssl`
+/// command (for nginx's TLS listener in the browser's h2 case), or `None`
+/// (and a SKIPPED line) outside CI without openssl.
+pub fn self_signed_cert(dir: &Path) -> Option<inlinekeepalive_tests::proxies::Tls> {
+    let openssl =
+        find_in_path("openssl").or_else(|| missing("openssl", "apt-get install -y openssl"))?;
+    std::fs::create_dir_all(dir).unwrap();
+    let tls = inlinekeepalive_tests::proxies::Tls {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let output = std::process::Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&tls.key)
+        .arg("-out")
+        .arg(&tls.cert)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running openssl");
+    assert!(
+        output.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(tls)
+}
