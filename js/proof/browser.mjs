@@ -36,6 +36,7 @@ const browser = await puppeteer.launch({
     "--disable-component-update",
     "--disable-sync",
     "--ignore-certificate-errors",
+    "--disable-dev-shm-usage",
   ],
 });
 let result;
