@@ -1,7 +1,8 @@
 //! The sans-IO, `no_std` core of inline gRPC keepalives.
 //!
-//! Nothing here does I/O, reads a clock or allocates: time and bytes come in as
-//! arguments, decisions come out as return values. The async adapters in the
+//! Nothing here does I/O, reads a clock or allocates (bar `wire::frame`,
+//! behind the `alloc` feature): time and bytes come in as arguments,
+//! decisions come out as return values. The async adapters in the
 //! `inlinekeepalive` crate drive it; you can drive it yourself from any
 //! transport loop.
 //!
@@ -22,6 +23,8 @@
 #![warn(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 

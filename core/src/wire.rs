@@ -69,7 +69,7 @@ pub const KEEPALIVE_MESSAGE: [u8; 22] = keepalive_message();
 /// [`KEEPALIVE_MESSAGE`] as an uncompressed gRPC frame: `00 00 00 00 16` and
 /// the message. This is what a sender writes; it is valid whatever
 /// `grpc-encoding` the stream negotiated, because the flag says uncompressed.
-pub const KEEPALIVE_FRAME: [u8; 27] = frame(&KEEPALIVE_MESSAGE);
+pub const KEEPALIVE_FRAME: [u8; 27] = keepalive_frame(&KEEPALIVE_MESSAGE);
 
 const fn encode_varint5(value: u32) -> [u8; 5] {
     let mut out = [0u8; 5];
@@ -105,7 +105,7 @@ const fn keepalive_message() -> [u8; MESSAGE_LEN] {
 
 /// Prefixes `message` with an uncompressed gRPC frame header. Built in a
 /// `const fn` so the header's length can never disagree with the message.
-const fn frame(message: &[u8; MESSAGE_LEN]) -> [u8; FRAME_HEADER_LEN + MESSAGE_LEN] {
+const fn keepalive_frame(message: &[u8; MESSAGE_LEN]) -> [u8; FRAME_HEADER_LEN + MESSAGE_LEN] {
     let mut out = [0u8; FRAME_HEADER_LEN + MESSAGE_LEN];
     let len = (MESSAGE_LEN as u32).to_be_bytes();
     out[1] = len[0];
@@ -211,6 +211,118 @@ pub fn encode_keepalive_frame(out: &mut [u8]) -> Result<usize, BufferTooSmall> {
     Ok(frame.len())
 }
 
+/// A frame that [`encode_frame`] cannot write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// `out` is shorter than the frame.
+    BufferTooSmall(BufferTooSmall),
+    /// The payload is longer than a frame header can announce
+    /// (`u32::MAX` bytes).
+    PayloadTooLong {
+        /// The payload's length in bytes.
+        len: usize,
+    },
+}
+
+impl From<BufferTooSmall> for EncodeError {
+    fn from(e: BufferTooSmall) -> Self {
+        EncodeError::BufferTooSmall(e)
+    }
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::BufferTooSmall(e) => fmt::Display::fmt(e, f),
+            EncodeError::PayloadTooLong { len } => write!(
+                f,
+                "a {len}-byte payload does not fit a gRPC frame (at most {} bytes)",
+                u32::MAX
+            ),
+        }
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
+/// Writes one gRPC frame, the 5-byte header (`compressed` flag, big-endian
+/// length) and `payload`, to the start of `out`, and returns its length,
+/// `FRAME_HEADER_LEN + payload.len()`.
+///
+/// `compressed` says that `payload` is already compressed with the stream's
+/// `grpc-encoding`; this function never compresses.
+///
+/// ```
+/// # use inlinekeepalive_core as inlinekeepalive;
+/// use inlinekeepalive::wire::{encode_frame, EncodeError, KEEPALIVE_FRAME, KEEPALIVE_MESSAGE};
+///
+/// let mut buf = [0u8; 64];
+/// let n = encode_frame(false, &[0x08, 0x01], &mut buf)?;
+/// assert_eq!(&buf[..n], &[0, 0, 0, 0, 2, 0x08, 0x01]);
+///
+/// let n = encode_frame(false, &KEEPALIVE_MESSAGE, &mut buf)?;
+/// assert_eq!(&buf[..n], &KEEPALIVE_FRAME);
+///
+/// let Err(EncodeError::BufferTooSmall(e)) = encode_frame(true, b"hello", &mut [0u8; 8]) else {
+///     panic!("8 bytes cannot hold a 10-byte frame");
+/// };
+/// assert_eq!(e.required, 10);
+/// # Ok::<(), EncodeError>(())
+/// ```
+///
+/// # Errors
+/// [`EncodeError::BufferTooSmall`] when `out` is shorter than the frame
+/// (nothing is written), [`EncodeError::PayloadTooLong`] when the payload is
+/// longer than `u32::MAX` bytes.
+pub fn encode_frame(
+    compressed: bool,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let header = header_for(compressed, payload)?;
+    let required = FRAME_HEADER_LEN.saturating_add(payload.len());
+    let out = out.get_mut(..required).ok_or(BufferTooSmall { required })?;
+    let (head, body) = out.split_at_mut(FRAME_HEADER_LEN);
+    head.copy_from_slice(&header.to_bytes());
+    body.copy_from_slice(payload);
+    Ok(required)
+}
+
+/// The header of a frame that carries `payload`.
+fn header_for(compressed: bool, payload: &[u8]) -> Result<FrameHeader, EncodeError> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| EncodeError::PayloadTooLong { len: payload.len() })?;
+    Ok(FrameHeader { compressed, len })
+}
+
+/// `payload` as one uncompressed gRPC frame: the 5-byte header
+/// (flag 0, big-endian length) followed by the payload. For a payload
+/// already compressed with the stream's `grpc-encoding`, use
+/// [`encode_frame`] with `compressed: true`.
+///
+/// ```
+/// # use inlinekeepalive_core as inlinekeepalive;
+/// use inlinekeepalive::wire;
+///
+/// assert_eq!(wire::frame(&[0x08, 0x01])?, [0, 0, 0, 0, 2, 0x08, 0x01]);
+/// assert_eq!(wire::frame(&wire::KEEPALIVE_MESSAGE)?, wire::KEEPALIVE_FRAME);
+/// # Ok::<(), wire::EncodeError>(())
+/// ```
+///
+/// # Errors
+/// [`EncodeError::PayloadTooLong`] when the payload is longer than
+/// `u32::MAX` bytes.
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+pub fn frame(payload: &[u8]) -> Result<alloc::vec::Vec<u8>, EncodeError> {
+    let header = header_for(false, payload)?;
+    let mut out = alloc::vec::Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +338,21 @@ mod tests {
         assert_eq!(KEEPALIVE_FRAME[..5], [0, 0, 0, 0, 0x16]);
         assert_eq!(KEEPALIVE_FRAME.len(), 27);
         assert_eq!(SIGNATURE_TAG, 800_000_002);
+    }
+
+    #[test]
+    fn encode_frame_writes_header_and_payload_or_nothing() {
+        let mut out = [0xaa; 16];
+        assert_eq!(encode_frame(true, b"abc", &mut out), Ok(8));
+        assert_eq!(out[..8], [1, 0, 0, 0, 3, b'a', b'b', b'c']);
+        assert_eq!(encode_frame(false, &[], &mut out), Ok(5));
+        assert_eq!(out[..5], [0, 0, 0, 0, 0]);
+        let mut short = [0xaa; 7];
+        assert_eq!(
+            encode_frame(false, b"abc", &mut short),
+            Err(EncodeError::BufferTooSmall(BufferTooSmall { required: 8 }))
+        );
+        assert_eq!(short, [0xaa; 7], "nothing written");
     }
 
     #[test]
