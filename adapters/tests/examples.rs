@@ -56,6 +56,6 @@ fn smol_tcp() {
 
 #[cfg(feature = "tokio")]
 #[test]
-fn tokio_compat() {
-    run("tokio_compat");
+fn tokio_tcp() {
+    run("tokio_tcp");
 }
