@@ -19,7 +19,9 @@ use pin_project_lite::pin_project;
 use crate::sender::{self, Command, Sender};
 use crate::sink::KeepaliveSink;
 use crate::timer::Timer;
-use crate::writer::KeepaliveWriter;
+#[cfg(feature = "tokio")]
+use crate::writer::ViaTokio;
+use crate::writer::{KeepaliveWriter, Transport, ViaFutures};
 
 /// How many items the driver hands over in one poll before it yields, so a
 /// busy sender cannot starve the other tasks of its executor.
@@ -31,8 +33,9 @@ pin_project! {
     /// while none arrive, the keepalives that fall due.
     ///
     /// Made by [`KeepaliveWriter::into_driver`] (items are whole gRPC frames,
-    /// anything that is `AsRef<[u8]>`) and [`KeepaliveSink::into_driver`]
-    /// (items are messages).
+    /// anything that is `AsRef<[u8]>`; `KeepaliveWriter::into_tokio_driver`
+    /// over a tokio transport) and [`KeepaliveSink::into_driver`] (items are
+    /// messages).
     ///
     /// Like hyper's connection future or quinn's `ConnectionDriver`, it does
     /// nothing unless polled, and the library never spawns it: spawn it on
@@ -87,11 +90,21 @@ pin_project! {
         current: Option<(M, usize)>,
         unflushed: bool,
         senders_gone: bool,
+        // A writer's loop, instantiated for the I/O trait that the method
+        // which made the driver picked; `None` for a sink.
+        writer_loop: Option<WriterLoop<S, M>>,
     }
 }
 
+/// [`poll_drive`] of a writer, instantiated for futures-io's or tokio's
+/// `AsyncWrite`. A transport may implement both (`Vec<u8>` does), so its
+/// type cannot pick the trait, and one `Future` impl cannot either: the
+/// constructor picks (`into_driver` or `into_tokio_driver`) and the driver
+/// keeps the loop it picked.
+type WriterLoop<S, M> = fn(Pin<&mut Driver<S, M>>, &mut Context<'_>) -> Poll<io::Result<S>>;
+
 impl<S, M> Driver<S, M> {
-    pub(crate) fn new(outlet: S, capacity: usize) -> (Sender<M>, Self) {
+    fn new(outlet: S, capacity: usize, writer_loop: Option<WriterLoop<S, M>>) -> (Sender<M>, Self) {
         let (sender, rx) = sender::channel(capacity);
         let driver = Driver {
             outlet: Some(outlet),
@@ -99,6 +112,7 @@ impl<S, M> Driver<S, M> {
             current: None,
             unflushed: false,
             senders_gone: false,
+            writer_loop,
         };
         (sender, driver)
     }
@@ -122,8 +136,10 @@ impl<S: fmt::Debug, M> fmt::Debug for Driver<S, M> {
 }
 
 /// What the driver needs of a sending wrapper: the one difference between a
-/// byte stream and a message sink is how an item is handed over.
-trait Outlet<M> {
+/// byte stream and a message sink is how an item is handed over. `Io` is the
+/// I/O trait a writer goes through ([`ViaFutures`] or `ViaTokio`); `()` for a
+/// sink.
+trait Outlet<M, Io> {
     type Error;
 
     /// Hands `current` over, taking it out once it is all sent. `now` is the
@@ -141,7 +157,7 @@ trait Outlet<M> {
 }
 
 /// The driver's loop.
-fn poll_drive<S: Outlet<M> + Unpin, M>(
+fn poll_drive<S: Outlet<M, Io> + Unpin, M, Io>(
     driver: Pin<&mut Driver<S, M>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<S, S::Error>> {
@@ -208,12 +224,65 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
     /// its payload; several are fine): a frame split across items is still
     /// never cut by a keepalive, but it holds the keepalives back until the
     /// rest arrives. See [`Driver`] for an example.
-    pub fn into_driver<B: AsRef<[u8]>>(self, capacity: usize) -> (Sender<B>, Driver<Self, B>) {
-        Driver::new(self, capacity)
+    ///
+    /// For a transport that speaks tokio's `AsyncWrite` (a tokio socket),
+    /// use [`into_tokio_driver`](Self::into_tokio_driver): a type may
+    /// implement both traits, so one method cannot pick.
+    pub fn into_driver<B: AsRef<[u8]>>(self, capacity: usize) -> (Sender<B>, Driver<Self, B>)
+    where
+        Self: Unpin,
+    {
+        let writer_loop = poll_drive::<Self, B, ViaFutures> as WriterLoop<Self, B>;
+        Driver::new(self, capacity, Some(writer_loop))
     }
 }
 
-impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Outlet<B> for KeepaliveWriter<W, T> {
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl<W: tokio::io::AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
+    /// [`into_driver`](Self::into_driver) for a transport that speaks
+    /// tokio's `AsyncWrite`, such as a tokio `TcpStream` or its
+    /// `OwnedWriteHalf`: the driver writes, flushes and shuts down through
+    /// tokio's trait. Spawn it with `tokio::spawn`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use inlinekeepalive::{timer::TokioTimer, wire, Config, KeepaliveWriter};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// let (socket, mut peer) = tokio::io::duplex(1024);
+    /// let config = Config::new(Duration::from_millis(10))?;
+    /// let writer = KeepaliveWriter::new(socket, TokioTimer, config).with_peer_support(true);
+    /// let (mut frames, driver) = writer.into_tokio_driver(8);
+    /// let driver = tokio::spawn(driver);
+    /// frames.send(wire::frame(b"hello")?).await?;
+    /// tokio::time::sleep(Duration::from_millis(50)).await; // idle: keepalives
+    /// drop(frames);
+    /// let writer = driver.await??; // written, flushed and shut down
+    /// assert!(writer.stats().keepalives_sent >= 1);
+    ///
+    /// let mut received = Vec::new();
+    /// peer.read_to_end(&mut received).await?;
+    /// assert!(received.starts_with(&wire::frame(b"hello")?));
+    /// assert!(received.ends_with(&wire::KEEPALIVE_FRAME));
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    pub fn into_tokio_driver<B: AsRef<[u8]>>(self, capacity: usize) -> (Sender<B>, Driver<Self, B>)
+    where
+        Self: Unpin,
+    {
+        let writer_loop = poll_drive::<Self, B, ViaTokio> as WriterLoop<Self, B>;
+        Driver::new(self, capacity, Some(writer_loop))
+    }
+}
+
+impl<W, T, B, Io> Outlet<B, Io> for KeepaliveWriter<W, T>
+where
+    W: Transport<Io>,
+    T: Timer,
+    B: AsRef<[u8]>,
+{
     type Error = io::Error;
 
     fn poll_send(
@@ -225,7 +294,9 @@ impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Outlet<B> for KeepaliveWriter<W, T
         if let Some((item, written)) = current.as_mut() {
             let bytes = item.as_ref();
             while *written < bytes.len() {
-                let n = ready!(self.as_mut().poll_write_at(cx, &bytes[*written..], now))?;
+                let n = ready!(self
+                    .as_mut()
+                    .poll_write_at::<Io>(cx, &bytes[*written..], now))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -237,15 +308,15 @@ impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Outlet<B> for KeepaliveWriter<W, T
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_flush(self, cx)
+        self.poll_flush_via::<Io>(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_close(self, cx)
+        self.poll_close_via::<Io>(cx)
     }
 
     fn poll_keepalive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        KeepaliveWriter::poll_keepalive(self, cx)
+        self.poll_keepalive_via::<Io>(cx)
     }
 
     fn set_peer_support(self: Pin<&mut Self>, supported: bool) {
@@ -255,7 +326,7 @@ impl<W: AsyncWrite, T: Timer, B: AsRef<[u8]>> Outlet<B> for KeepaliveWriter<W, T
 
 impl<W, T, B> Future for Driver<KeepaliveWriter<W, T>, B>
 where
-    W: AsyncWrite + Unpin,
+    W: Unpin,
     T: Timer,
     T::Sleep: Unpin,
     B: AsRef<[u8]>,
@@ -264,7 +335,12 @@ where
     type Output = io::Result<KeepaliveWriter<W, T>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        poll_drive(self, cx)
+        match self.writer_loop {
+            Some(writer_loop) => writer_loop(self, cx),
+            None => Poll::Ready(Err(io::Error::other(
+                "inlinekeepalive bug: a writer's driver without its loop; please report it",
+            ))),
+        }
     }
 }
 
@@ -275,11 +351,11 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
     /// one per sender can always be queued). See [`KeepaliveSink`] for an
     /// example.
     pub fn into_driver(self, capacity: usize) -> (Sender<M>, Driver<Self, M>) {
-        Driver::new(self, capacity)
+        Driver::new(self, capacity, None)
     }
 }
 
-impl<Si: Sink<M>, M, T: Timer> Outlet<M> for KeepaliveSink<Si, M, T> {
+impl<Si: Sink<M>, M, T: Timer> Outlet<M, ()> for KeepaliveSink<Si, M, T> {
     type Error = Si::Error;
 
     fn poll_send(
@@ -322,6 +398,6 @@ where
     type Output = Result<KeepaliveSink<Si, M, T>, Si::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        poll_drive(self, cx)
+        poll_drive::<_, _, ()>(self, cx)
     }
 }

@@ -13,6 +13,12 @@
 //! | a tonic server or client | [`tonic::ServerKeepaliveLayer`], [`tonic::ClientKeepaliveLayer`] (feature `tonic`) | the same layers |
 //! | a byte stream of gRPC frames | [`KeepaliveWriter`] | [`KeepaliveReader`] |
 //! | a stream / sink of whole messages | [`KeepaliveSink`] | [`KeepaliveStream`] |
+//! | a byte stream you want as messages | [`KeepaliveSink`] over a `Framed` of [`codec::GrpcCodec`] | [`KeepaliveStream`] over it |
+//!
+//! The byte wrappers implement futures-io's `AsyncRead`/`AsyncWrite` and,
+//! with the `tokio` feature, tokio's as well, so a tokio socket goes in as it
+//! is. [`codec::GrpcCodec`] frames gRPC messages for `tokio_util::codec`
+//! (feature `tokio`) and `asynchronous_codec` (feature `asynchronous-codec`).
 //!
 //! An application that may send nothing for a long time hands its
 //! [`KeepaliveWriter`] or [`KeepaliveSink`] to a [`Driver`], which sends what
@@ -55,6 +61,12 @@
 pub use inlinekeepalive_core as core;
 pub use inlinekeepalive_core::{wire, Config, ConfigError, FrameError, PeerTimedOut, Policy};
 
+#[cfg(any(feature = "tokio", feature = "asynchronous-codec"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "tokio", feature = "asynchronous-codec")))
+)]
+pub mod codec;
 pub mod timer;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
@@ -89,7 +101,8 @@ pub use writer::KeepaliveWriter;
     feature = "tonic",
     feature = "smol",
     feature = "async-std",
-    feature = "futures-timer"
+    feature = "futures-timer",
+    feature = "asynchronous-codec"
 ))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeExamples;

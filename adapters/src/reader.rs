@@ -163,7 +163,8 @@ impl<R> KeepaliveReader<R> {
     /// ```
     #[must_use]
     pub fn detect_dead_peer<T: Timer>(self, timer: T, config: Config) -> KeepaliveReader<R, T> {
-        let mut receive = ReceiveHalf::new(timer, Encoding::Identity);
+        // The encoding set so far stays.
+        let mut receive = ReceiveHalf::new(timer, self.receive.encoding());
         if let Some(timeout) = config.peer_timeout() {
             receive = receive.watch_now(timeout);
         }
@@ -334,12 +335,19 @@ impl Filtered {
     }
 }
 
-impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
-    fn poll_read(
+impl<R, T: Timer> KeepaliveReader<R, T> {
+    /// The one read loop behind both `AsyncRead` impls; `read_inner` reads
+    /// from the inner reader through futures-io's or tokio's trait.
+    #[inline]
+    fn poll_read_with<F>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+        mut read_inner: F,
+    ) -> Poll<io::Result<usize>>
+    where
+        F: FnMut(Pin<&mut R>, &mut Context<'_>, &mut [u8]) -> Poll<io::Result<usize>>,
+    {
         let mut this = self.project();
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -379,7 +387,7 @@ impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
                 let len = buf.len();
                 (&mut *buf, len)
             };
-            let read = match this.inner.as_mut().poll_read(cx, &mut target[held..limit]) {
+            let read = match read_inner(this.inner.as_mut(), cx, &mut target[held..limit]) {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -421,4 +429,45 @@ impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
             return Poll::Ready(Ok(n));
         }
     }
+}
+
+impl<R: AsyncRead, T: Timer> AsyncRead for KeepaliveReader<R, T> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_read_with(cx, buf, R::poll_read)
+    }
+}
+
+/// tokio's `AsyncRead`, over the same read loop: the caller's buffer is
+/// initialised once (as `tokio_util::compat` does), filtered in place, and
+/// the bytes passed on are marked filled.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl<R: tokio::io::AsyncRead, T: Timer> tokio::io::AsyncRead for KeepaliveReader<R, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = ready!(self.poll_read_with(cx, buf.initialize_unfilled(), tokio_read::<R>))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads from a tokio reader into an initialised slice; returns the count.
+#[cfg(feature = "tokio")]
+#[inline]
+fn tokio_read<R: tokio::io::AsyncRead>(
+    inner: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    slice: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let mut buf = tokio::io::ReadBuf::new(slice);
+    ready!(inner.poll_read(cx, &mut buf))?;
+    Poll::Ready(Ok(buf.filled().len()))
 }

@@ -95,6 +95,11 @@ impl<T: Timer> ReceiveHalf<T> {
         self
     }
 
+    /// The stream's encoding.
+    pub(crate) fn encoding(&self) -> Encoding {
+        self.filter.encoding()
+    }
+
     /// The stream's encoding, while nothing was fed to the filter.
     pub(crate) fn set_encoding(&mut self, encoding: Encoding) {
         if self.filter.stats() == FrameFilter::new().stats() && self.filter.is_at_boundary() {
@@ -124,11 +129,15 @@ impl<T: Timer> ReceiveHalf<T> {
         Ok(step)
     }
 
-    /// Classifies and counts one whole message (see
-    /// [`FrameFilter::classify_message`]).
-    pub(crate) fn classify_message(self: Pin<&mut Self>, message: &[u8]) -> Classification {
+    /// Classifies and counts one whole message, inflating a compressed one
+    /// per the stream's encoding (see [`FrameFilter::classify_frame`]).
+    pub(crate) fn classify_message(
+        self: Pin<&mut Self>,
+        compressed: bool,
+        message: &[u8],
+    ) -> Classification {
         let this = self.project();
-        let class = this.filter.classify_message(message);
+        let class = this.filter.classify_frame(compressed, message);
         if class == Classification::Keepalive {
             start_watch(this.watch, this.watchdog, &this.slot);
         }

@@ -12,14 +12,60 @@ use crate::error::KeepaliveError;
 use crate::receive::{ReceiveHalf, ReceiveStats, KEEPALIVES_PER_POLL};
 use crate::timer::{NoTimer, Timer};
 
+pub(crate) use item::Inbound;
+
+mod item {
+    /// An item that a [`KeepaliveStream`](crate::KeepaliveStream) can
+    /// classify: a payload, and whether its frame was compressed. Sealed:
+    /// implemented for every `AsRef<[u8]>` (uncompressed payloads) and for
+    /// the codec's `Message` (which carries the flag, and for that reason is
+    /// not `AsRef<[u8]>`).
+    #[allow(unreachable_pub)] // Public in a private module: a sealed bound.
+    pub trait Inbound {
+        /// The message's payload, without the gRPC prefix.
+        fn payload(&self) -> &[u8];
+        /// Whether the frame's compressed flag was set.
+        fn is_compressed(&self) -> bool;
+    }
+
+    impl<B: AsRef<[u8]>> Inbound for B {
+        #[inline]
+        fn payload(&self) -> &[u8] {
+            self.as_ref()
+        }
+
+        #[inline]
+        fn is_compressed(&self) -> bool {
+            false
+        }
+    }
+
+    #[cfg(any(feature = "tokio", feature = "asynchronous-codec"))]
+    impl Inbound for crate::codec::Message {
+        #[inline]
+        fn payload(&self) -> &[u8] {
+            crate::codec::Message::payload(self)
+        }
+
+        #[inline]
+        fn is_compressed(&self) -> bool {
+            crate::codec::Message::is_compressed(self)
+        }
+    }
+}
+
 pin_project! {
     /// Removes inline keepalives from a stream of whole gRPC messages, and
     /// optionally reports a silent peer.
     ///
-    /// Wraps any `Stream<Item = Result<B, E>>` whose items are message
-    /// payloads (`B: AsRef<[u8]>`, *without* the 5-byte gRPC prefix), such as
-    /// the messages of a WebSocket, of a QUIC stream that does its own
-    /// framing, or of a codec's `Framed`. Each `Ok` item is classified:
+    /// Wraps any `Stream<Item = Result<B, E>>` whose items are whole
+    /// messages, *without* the 5-byte gRPC prefix: payloads
+    /// (`B: AsRef<[u8]>`), such as the messages of a WebSocket or of a QUIC
+    /// stream that does its own framing, or the
+    /// [`codec::Message`](crate::codec::Message)s of a
+    /// [`GrpcCodec`](crate::codec::GrpcCodec)'s `Framed`, which carry gRPC's
+    /// compressed flag (see [`grpc_encoding`](Self::grpc_encoding)). Each
+    /// `Ok` item is classified:
     ///
     /// - a keepalive is dropped and counted;
     /// - a collision, an application message that uses the reserved field
@@ -105,7 +151,8 @@ impl<S> KeepaliveStream<S> {
     /// # }).unwrap();
     /// ```
     pub fn detect_dead_peer<T: Timer>(self, timer: T, config: Config) -> KeepaliveStream<S, T> {
-        let mut receive = ReceiveHalf::new(timer, Encoding::Identity);
+        // The encoding set so far stays.
+        let mut receive = ReceiveHalf::new(timer, self.receive.encoding());
         if let Some(timeout) = config.peer_timeout() {
             receive = receive.watch_now(timeout);
         }
@@ -118,6 +165,38 @@ impl<S> KeepaliveStream<S> {
 }
 
 impl<S, T: Timer> KeepaliveStream<S, T> {
+    /// Sets the stream's `grpc-encoding`, which says how messages flagged as
+    /// compressed are encoded, so that keepalives a peer sent compressed
+    /// (Go's grpc does, under `grpc-encoding: gzip`) are removed too. Only
+    /// items that carry the flag, the codec's
+    /// [`Message`](crate::codec::Message), can be compressed; plain payloads
+    /// are uncompressed. Call it before the first item: once one was
+    /// classified, the encoding is left unchanged.
+    ///
+    /// ```
+    /// use inlinekeepalive::{core::Encoding, KeepaliveStream};
+    /// let stream = KeepaliveStream::new(futures::stream::empty::<Result<Vec<u8>, ()>>())
+    ///     .encoding(Encoding::Gzip);
+    /// # drop(stream);
+    /// ```
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.receive.set_encoding(encoding);
+        self
+    }
+
+    /// [`encoding`](Self::encoding) from a `grpc-encoding` header value
+    /// (`gzip`, `deflate`, `identity`, ...; case-insensitive).
+    ///
+    /// ```
+    /// use inlinekeepalive::KeepaliveStream;
+    /// let stream = KeepaliveStream::new(futures::stream::empty::<Result<Vec<u8>, ()>>())
+    ///     .grpc_encoding("gzip");
+    /// # drop(stream);
+    /// ```
+    pub fn grpc_encoding(self, value: &str) -> Self {
+        self.encoding(Encoding::from_grpc_encoding(value))
+    }
+
     /// The counters: keepalives dropped, messages and collisions delivered,
     /// silences reported.
     #[must_use]
@@ -151,7 +230,7 @@ impl<S, T: Timer> KeepaliveStream<S, T> {
 impl<S, B, E, T> Stream for KeepaliveStream<S, T>
 where
     S: Stream<Item = Result<B, E>>,
-    B: AsRef<[u8]>,
+    B: Inbound,
     T: Timer,
 {
     type Item = Result<B, KeepaliveError<E>>;
@@ -168,7 +247,11 @@ where
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
                     this.receive.as_mut().on_bytes();
-                    match this.receive.as_mut().classify_message(message.as_ref()) {
+                    let class = this
+                        .receive
+                        .as_mut()
+                        .classify_message(message.is_compressed(), message.payload());
+                    match class {
                         Classification::Keepalive => {
                             removed += 1;
                             if removed >= KEEPALIVES_PER_POLL {
@@ -203,7 +286,7 @@ where
 impl<S, B, E, T> FusedStream for KeepaliveStream<S, T>
 where
     S: Stream<Item = Result<B, E>>,
-    B: AsRef<[u8]>,
+    B: Inbound,
     T: Timer,
 {
     fn is_terminated(&self) -> bool {

@@ -229,15 +229,95 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
     ///
     /// Poll it whenever your task is not writing, for example in a `select`
     /// with the source of your messages (`std::future::poll_fn` makes it a
-    /// future); or hand the writer to a [`Driver`](crate::Driver).
+    /// future); or hand the writer to a [`Driver`](crate::Driver). Over a
+    /// tokio transport, use [`into_tokio_driver`](Self::into_tokio_driver).
     pub fn poll_keepalive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_keepalive_via::<ViaFutures>(cx)
+    }
+}
+
+/// How the writer reaches its inner writer: through futures-io's
+/// `AsyncWrite` ([`ViaFutures`]) or tokio's (`ViaTokio`). A type may
+/// implement both (`Vec<u8>` does), so the trait is never inferred from the
+/// inner type: every entry point names its marker, and the logic below is
+/// written once, generic over it.
+pub(crate) trait Transport<Io> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>>;
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// futures-io's `poll_close`, tokio's `poll_shutdown`.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// The marker of futures-io's `AsyncWrite`.
+pub(crate) enum ViaFutures {}
+
+impl<W: AsyncWrite + ?Sized> Transport<ViaFutures> for W {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+
+    #[inline]
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_close(self, cx)
+    }
+}
+
+/// The marker of tokio's `AsyncWrite`.
+#[cfg(feature = "tokio")]
+pub(crate) enum ViaTokio {}
+
+#[cfg(feature = "tokio")]
+impl<W: tokio::io::AsyncWrite + ?Sized> Transport<ViaTokio> for W {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(self, cx, buf)
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_flush(self, cx)
+    }
+
+    #[inline]
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(self, cx)
+    }
+}
+
+impl<W, T: Timer> KeepaliveWriter<W, T> {
+    /// [`poll_keepalive`](Self::poll_keepalive) through either I/O trait.
+    pub(crate) fn poll_keepalive_via<Io>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>>
+    where
+        W: Transport<Io>,
+    {
         let mut this = self.project();
         // The instant the timer fired, reused for the send decision and to
         // re-arm: one clock read per keepalive.
         let mut now = None;
         loop {
             check(this.failed, *this.closed)?;
-            if ready!(finish_keepalive(
+            if ready!(finish_keepalive::<Io, W>(
                 this.inner.as_mut(),
                 cx,
                 this.keepalive_written
@@ -245,7 +325,7 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
                 *this.unflushed = true;
             }
             if *this.unflushed {
-                ready!(this.inner.as_mut().poll_flush(cx))?;
+                ready!(Transport::<Io>::poll_flush(this.inner.as_mut(), cx))?;
                 *this.unflushed = false;
                 return Poll::Ready(Ok(()));
             }
@@ -267,15 +347,19 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
     /// yields after a bounded number of items), so the instant recorded for
     /// the last write of a poll is early by the time the poll took:
     /// microseconds, against keepalive intervals of seconds.
-    pub(crate) fn poll_write_at(
+    #[inline]
+    pub(crate) fn poll_write_at<Io>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
         now: &mut Option<Instant>,
-    ) -> Poll<io::Result<usize>> {
+    ) -> Poll<io::Result<usize>>
+    where
+        W: Transport<Io>,
+    {
         let mut this = self.project();
         check(this.failed, *this.closed)?;
-        ready!(finish_keepalive(
+        ready!(finish_keepalive::<Io, W>(
             this.inner.as_mut(),
             cx,
             this.keepalive_written
@@ -283,7 +367,7 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
         // At a boundary, a keepalive that the timer found due goes first.
         if this.send.as_mut().take_keepalive(now) {
             *this.keepalive_written = 0;
-            ready!(finish_keepalive(
+            ready!(finish_keepalive::<Io, W>(
                 this.inner.as_mut(),
                 cx,
                 this.keepalive_written
@@ -292,7 +376,7 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let n = ready!(this.inner.as_mut().poll_write(cx, buf))?;
+        let n = ready!(Transport::<Io>::poll_write(this.inner.as_mut(), cx, buf))?;
         let written = &buf[..n.min(buf.len())];
         if !written.is_empty() {
             if let Err(e) = this.send.as_mut().on_bytes_sent(written, now) {
@@ -302,33 +386,44 @@ impl<W: AsyncWrite, T: Timer> KeepaliveWriter<W, T> {
         Poll::Ready(Ok(n))
     }
 
-    fn poll_flush_inner(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_flush_via<Io>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>>
+    where
+        W: Transport<Io>,
+    {
         let mut this = self.project();
-        ready!(finish_keepalive(
+        ready!(finish_keepalive::<Io, W>(
             this.inner.as_mut(),
             cx,
             this.keepalive_written
         ))?;
-        ready!(this.inner.as_mut().poll_flush(cx))?;
+        ready!(Transport::<Io>::poll_flush(this.inner.as_mut(), cx))?;
         *this.unflushed = false;
         Poll::Ready(Ok(()))
     }
 
-    /// Closes the send side: no new keepalive (one in flight is finished),
-    /// the timer released. The transport itself is closed by the caller's
-    /// runtime-specific close.
-    fn poll_finish(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Closes the send side (no new keepalive; one in flight is finished;
+    /// the timer released), then the transport.
+    pub(crate) fn poll_close_via<Io>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>>
+    where
+        W: Transport<Io>,
+    {
         let mut this = self.project();
         if !*this.closed {
             this.send.as_mut().close();
             *this.closed = true;
         }
-        ready!(finish_keepalive(
+        ready!(finish_keepalive::<Io, W>(
             this.inner.as_mut(),
             cx,
             this.keepalive_written
         ))?;
-        Poll::Ready(Ok(()))
+        Transport::<Io>::poll_close(this.inner, cx)
     }
 }
 
@@ -356,7 +451,7 @@ fn sticky_error(failed: Option<FrameError>) -> io::Error {
 
 /// Writes the rest of the keepalive in flight, if one is. `Ready(Ok(true))`
 /// when this call completed one, `Ready(Ok(false))` when none was in flight.
-fn finish_keepalive<W: AsyncWrite>(
+fn finish_keepalive<Io, W: Transport<Io>>(
     mut inner: Pin<&mut W>,
     cx: &mut Context<'_>,
     written: &mut u8,
@@ -366,7 +461,7 @@ fn finish_keepalive<W: AsyncWrite>(
     }
     while *written < KEEPALIVE_LEN {
         let rest = &KEEPALIVE_FRAME[usize::from(*written)..];
-        let n = ready!(inner.as_mut().poll_write(cx, rest))?;
+        let n = ready!(Transport::<Io>::poll_write(inner.as_mut(), cx, rest))?;
         if n == 0 {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -387,16 +482,38 @@ impl<W: AsyncWrite, T: Timer> AsyncWrite for KeepaliveWriter<W, T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         // At most one clock read per call, and for most calls none.
-        self.poll_write_at(cx, buf, &mut None)
+        self.poll_write_at::<ViaFutures>(cx, buf, &mut None)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_flush_inner(cx)
+        self.poll_flush_via::<ViaFutures>(cx)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.as_mut().poll_finish(cx))?;
-        self.project().inner.poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_close_via::<ViaFutures>(cx)
+    }
+}
+
+/// tokio's `AsyncWrite`, over the same code as futures-io's; `poll_shutdown`
+/// is `poll_close`.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl<W: tokio::io::AsyncWrite, T: Timer> tokio::io::AsyncWrite for KeepaliveWriter<W, T> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_at::<ViaTokio>(cx, buf, &mut None)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush_via::<ViaTokio>(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_close_via::<ViaTokio>(cx)
     }
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use futures::io::{AsyncRead, AsyncReadExt};
-use inlinekeepalive::wire::{KEEPALIVE_FRAME, KEEPALIVE_MESSAGE};
+use inlinekeepalive::wire::KEEPALIVE_FRAME;
 use inlinekeepalive::{Config, FrameError, KeepaliveReader, PeerTimedOut};
-use support::{frame, ChunkyPipe, MockTimer};
+use support::{compressed_frame, frame, gzip_keepalive, zlib_keepalive, ChunkyPipe, MockTimer};
 
 /// A reader that returns its chunks one per read (never more than the
 /// caller's buffer), then end of stream.
@@ -216,66 +216,6 @@ fn inner_errors_pass_through_and_are_not_sticky() {
     let e = block_on(reader.read(&mut [0u8; 8])).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Interrupted);
     assert_eq!(block_on(reader.read(&mut [0u8; 8])).unwrap(), 0);
-}
-
-/// CRC-32 (IEEE, reflected), for the gzip trailer.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// Adler-32, for the zlib trailer.
-fn adler32(bytes: &[u8]) -> u32 {
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in bytes {
-        a = (a + u32::from(x)) % 65521;
-        b = (b + a) % 65521;
-    }
-    (b << 16) | a
-}
-
-/// `data` as one stored (uncompressed) DEFLATE block.
-fn stored_block(data: &[u8]) -> Vec<u8> {
-    let len = data.len() as u16;
-    let mut out = vec![0x01]; // BFINAL, BTYPE = stored
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&(!len).to_le_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
-/// A gRPC frame with the compressed flag set around `compressed`.
-fn compressed_frame(compressed: &[u8]) -> Vec<u8> {
-    let mut f = frame(compressed);
-    f[0] = 1;
-    f
-}
-
-/// The keepalive message as a gzip member (RFC 1952).
-fn gzip_keepalive() -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    out.extend_from_slice(&stored_block(&KEEPALIVE_MESSAGE));
-    out.extend_from_slice(&crc32(&KEEPALIVE_MESSAGE).to_le_bytes());
-    out.extend_from_slice(&(KEEPALIVE_MESSAGE.len() as u32).to_le_bytes());
-    out
-}
-
-/// The keepalive message as a zlib stream (RFC 1950: gRPC's `deflate`).
-fn zlib_keepalive() -> Vec<u8> {
-    let mut out = vec![0x78, 0x01];
-    out.extend_from_slice(&stored_block(&KEEPALIVE_MESSAGE));
-    out.extend_from_slice(&adler32(&KEEPALIVE_MESSAGE).to_be_bytes());
-    out
 }
 
 /// `grpc_encoding` sets the stream's encoding (case-insensitively): a

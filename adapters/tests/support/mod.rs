@@ -1,7 +1,8 @@
 //! Test support for the adapters: a mocked, counting timer; for the
 //! byte-level adapters, in-memory transports that accept and return random
 //! short counts; for the message-level wrappers, a timer whose sleeps never
-//! fire and a sink whose readiness the test controls.
+//! fire and a sink whose readiness the test controls; keepalives compressed
+//! as a Go peer sends them under `grpc-encoding: gzip` or `deflate`.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures::io::{AsyncRead, AsyncWrite};
 use futures_sink::Sink;
 use inlinekeepalive::timer::Timer;
+use inlinekeepalive::wire::KEEPALIVE_MESSAGE;
 use inlinekeepalive::{KeepaliveSink, KeepaliveWriter};
 
 /// A timer whose clock only moves when the test says so, and which counts
@@ -471,4 +473,64 @@ where
     T::Sleep: Unpin,
 {
     std::future::poll_fn(move |cx| Pin::new(&mut *sink).poll_keepalive(cx))
+}
+
+/// CRC-32 (IEEE, reflected), for the gzip trailer.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Adler-32, for the zlib trailer.
+pub fn adler32(bytes: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in bytes {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
+}
+
+/// `data` as one stored (uncompressed) DEFLATE block.
+pub fn stored_block(data: &[u8]) -> Vec<u8> {
+    let len = data.len() as u16;
+    let mut out = vec![0x01]; // BFINAL, BTYPE = stored
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A gRPC frame with the compressed flag set around `compressed`.
+pub fn compressed_frame(compressed: &[u8]) -> Vec<u8> {
+    let mut f = frame(compressed);
+    f[0] = 1;
+    f
+}
+
+/// The keepalive message as a gzip member (RFC 1952).
+pub fn gzip_keepalive() -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.extend_from_slice(&stored_block(&KEEPALIVE_MESSAGE));
+    out.extend_from_slice(&crc32(&KEEPALIVE_MESSAGE).to_le_bytes());
+    out.extend_from_slice(&(KEEPALIVE_MESSAGE.len() as u32).to_le_bytes());
+    out
+}
+
+/// The keepalive message as a zlib stream (RFC 1950: gRPC's `deflate`).
+pub fn zlib_keepalive() -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    out.extend_from_slice(&stored_block(&KEEPALIVE_MESSAGE));
+    out.extend_from_slice(&adler32(&KEEPALIVE_MESSAGE).to_be_bytes());
+    out
 }
