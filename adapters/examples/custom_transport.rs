@@ -1,17 +1,21 @@
 //! The sans-IO core in a hand-written blocking transport loop: no async, no
-//! runtime, no adapter types. Only `inlinekeepalive::core`:
+//! runtime, no adapter types. The core decides, `GrpcCodec` frames:
 //!
 //! - the sender thread owns a `Keepalive` state machine and a std
 //!   `TcpStream`; it waits for application messages with a timeout equal to
 //!   the machine's next deadline (`poll_timeout`), calls `handle_timeout`
 //!   when it passes and writes `KEEPALIVE_FRAME` when `poll_keepalive` says;
-//! - the receiver thread feeds whatever `read` returns to a `FrameFilter`
-//!   and passes on what it says, so keepalives never reach the application.
+//!   application messages are framed by the codec's `Encoder`;
+//! - the receiver thread appends whatever `read` returns to a buffer, takes
+//!   whole messages out with the codec's `Decoder` (tokio-util's traits work
+//!   on a `BytesMut`, without any runtime), and asks the core's
+//!   `FrameFilter::classify_frame` about each, so keepalives never reach the
+//!   application.
 //!
 //! Time is real (`std::time::Instant`, converted to the core's microsecond
 //! `Instant` from an epoch the loop picks).
 //!
-//! Run: `cargo run -p inlinekeepalive --example custom_transport`
+//! Run: `cargo run -p inlinekeepalive --example custom_transport --features tokio`
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,24 +23,22 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
-use inlinekeepalive::core::{wire, Config, FrameFilter, Instant, Keepalive, Output};
+use bytes::BytesMut;
+use inlinekeepalive::codec::{CodecError, GrpcCodec, Message};
+use inlinekeepalive::core::{wire, Classification, Config, FrameFilter, Instant, Keepalive};
+use tokio_util::codec::{Decoder, Encoder};
 
 const INTERVAL: Duration = Duration::from_millis(30);
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0];
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// The sender's loop: application messages from `app`, keepalives when idle.
-fn send_loop(mut socket: TcpStream, app: mpsc::Receiver<Vec<u8>>) -> std::io::Result<u64> {
+fn send_loop(mut socket: TcpStream, app: mpsc::Receiver<Message>) -> Result<u64, CodecError> {
     let epoch = StdInstant::now();
     let now = || Instant::from_micros(epoch.elapsed().as_micros() as u64);
     let config = Config::new(INTERVAL).expect("a valid interval");
     let mut ka = Keepalive::new(config, now());
-    ka.set_peer_support(now(), true); // the receiver announced that it filters
+    ka.set_peer_support(now(), true); // the receiver announced that it removes them
+    let mut codec = GrpcCodec::new();
+    let mut out = BytesMut::new();
     loop {
         // Wait for the application, but no longer than the next deadline.
         let wait = match ka.poll_timeout() {
@@ -45,7 +47,9 @@ fn send_loop(mut socket: TcpStream, app: mpsc::Receiver<Vec<u8>>) -> std::io::Re
         };
         match app.recv_timeout(wait) {
             Ok(message) => {
-                socket.write_all(&message)?; // whole frames: always at a boundary
+                codec.encode(message, &mut out)?; // one whole frame
+                socket.write_all(&out)?; // so always at a boundary after it
+                out.clear();
                 ka.on_sent(now());
             }
             Err(RecvTimeoutError::Timeout) => ka.handle_timeout(now()),
@@ -62,33 +66,38 @@ fn send_loop(mut socket: TcpStream, app: mpsc::Receiver<Vec<u8>>) -> std::io::Re
     }
 }
 
-/// The receiver's loop: filters keepalives out of whatever `read` returns.
-fn receive_loop(mut socket: TcpStream) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut filter = FrameFilter::new();
+/// The receiver's loop: whole messages from whatever `read` returns, the
+/// keepalives among them removed.
+fn receive_loop(mut socket: TcpStream) -> Result<(Vec<Message>, u64), CodecError> {
+    let mut codec = GrpcCodec::new();
+    let mut filter = FrameFilter::new(); // the classifier and its counters
     let mut delivered = Vec::new();
-    let mut buf = [0u8; 7]; // small on purpose: frames straddle reads
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 7]; // small on purpose: frames straddle reads
     loop {
-        let n = socket.read(&mut buf)?;
-        if n == 0 {
-            filter.finish().map_err(std::io::Error::other)?;
-            return Ok((delivered, filter.stats().keepalives_removed));
-        }
-        let mut input = &buf[..n];
-        while !input.is_empty() {
-            let step = filter
-                .step(input)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            match step.output {
-                Output::Forward(range) => delivered.extend_from_slice(&input[range]),
-                Output::Held(bytes) => delivered.extend_from_slice(bytes),
-                Output::Removed | Output::Nothing => {}
+        let n = socket.read(&mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        let ended = n == 0;
+        // `decode_eof` at the end: a frame cut short is an error there.
+        while let Some(message) = if ended {
+            codec.decode_eof(&mut buf)?
+        } else {
+            codec.decode(&mut buf)?
+        } {
+            match filter.classify_frame(message.is_compressed(), message.payload()) {
+                Classification::Keepalive => {} // removed
+                Classification::Collision | Classification::Application => {
+                    delivered.push(message);
+                }
             }
-            input = &input[step.consumed..];
+        }
+        if ended {
+            return Ok((delivered, filter.stats().keepalives_removed));
         }
     }
 }
 
-fn main() -> std::io::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let client = TcpStream::connect(listener.local_addr()?)?;
     let (server, _) = listener.accept()?;
@@ -97,20 +106,23 @@ fn main() -> std::io::Result<()> {
     let sender = thread::spawn(move || send_loop(server, queue));
     let receiver = thread::spawn(move || receive_loop(client));
 
-    app.send(frame(b"first")).expect("sender alive");
+    app.send(Message::new(&b"first"[..]))?;
     thread::sleep(INTERVAL * 4); // idle: keepalives flow
-    app.send(frame(b"second")).expect("sender alive");
+    app.send(Message::new(&b"second"[..]))?;
     drop(app);
 
     let sent = sender.join().expect("sender thread")?;
     let (delivered, removed) = receiver.join().expect("receiver thread")?;
-    println!("sent {sent} keepalives, removed {removed}; delivered {delivered:02x?}");
-    assert_eq!(delivered, [frame(b"first"), frame(b"second")].concat());
+    println!("sent {sent} keepalives, removed {removed}; delivered {delivered:?}");
+    assert_eq!(
+        delivered,
+        [Message::new(&b"first"[..]), Message::new(&b"second"[..])]
+    );
     assert!(
         sent >= 2,
         "idle for 4 intervals: expected keepalives, got {sent}"
     );
     assert_eq!(sent, removed);
-    println!("ok: no async, no runtime, keepalives sent and filtered");
+    println!("ok: no async, no runtime, keepalives sent and removed");
     Ok(())
 }

@@ -1,29 +1,28 @@
-//! A gRPC-framed server stream over real loopback TCP on smol.
+//! Message-level keepalives on smol over real loopback TCP: the codec frames
+//! gRPC messages, the message wrappers add and remove keepalives.
 //!
-//! The server sends one message, stays idle for 3.5 keepalive intervals and
-//! sends another. Its `Driver` (spawned by us, never by the library) sends
-//! keepalives while it is idle; the client's `KeepaliveReader` removes them,
-//! so the client reads exactly the two messages.
+//! The server wraps its socket in `asynchronous_codec::FramedWrite` with
+//! `GrpcCodec` and puts a `KeepaliveSink` on top; it sends one message, stays
+//! idle for 3.5 keepalive intervals and sends another. The sink's `Driver`
+//! (spawned by us, never by the library) sends keepalives while it is idle.
+//! The client reads with `FramedRead` and a `KeepaliveStream`, which removes
+//! them, so it sees exactly the two messages.
 //!
-//! Run: `cargo run -p inlinekeepalive --example smol_tcp --features smol`
+//! Run: `cargo run -p inlinekeepalive --example smol_tcp --features smol,asynchronous-codec`
 
 use std::time::{Duration, Instant};
 
-use futures::io::AsyncReadExt;
+use asynchronous_codec::{FramedRead, FramedWrite};
+use futures::StreamExt;
+use inlinekeepalive::codec::{GrpcCodec, Message};
 use inlinekeepalive::timer::{AsyncIoTimer, Timer};
-use inlinekeepalive::{Config, KeepaliveReader, KeepaliveWriter};
+use inlinekeepalive::{Config, KeepaliveSink, KeepaliveStream};
 
 const INTERVAL: Duration = Duration::from_millis(50);
 
-/// A gRPC frame: uncompressed flag, big-endian length, payload.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0];
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Error> {
     smol::block_on(async {
         let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -33,38 +32,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // request metadata), so the server may send keepalives.
         let server = smol::spawn(async move {
             let (socket, _) = listener.accept().await?;
-            let writer = KeepaliveWriter::new(socket, AsyncIoTimer, Config::new(INTERVAL)?)
+            let messages = FramedWrite::new(socket, GrpcCodec::new());
+            let sink = KeepaliveSink::new(messages, AsyncIoTimer, Config::new(INTERVAL)?)
                 .with_peer_support(true);
-            let (mut frames, driver) = writer.into_driver(8);
+            let (mut sender, driver) = sink.into_driver(8);
             let driver = smol::spawn(driver); // the stream's only background work
-            frames.send(frame(b"hello")).await?;
+            sender.send(Message::new(&b"hello"[..])).await?;
             AsyncIoTimer
                 .sleep_until(Instant::now() + INTERVAL * 7 / 2)
                 .await;
-            frames.send(frame(b"still here")).await?;
-            drop(frames); // end of stream: the driver flushes, closes and resolves
-            let writer = driver.await?; // the writer, closed: its stats and socket
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(writer.stats())
+            sender.send(Message::new(&b"still here"[..])).await?;
+            drop(sender); // end of stream: the driver flushes, closes and resolves
+            let sink = driver.await?; // the sink, closed: its stats and transport
+            Ok::<_, Error>(sink.stats())
         });
 
-        // Client: reads the response stream with keepalives removed.
+        // Client: whole messages, keepalives removed.
         let socket = smol::net::TcpStream::connect(addr).await?;
-        let mut reader = KeepaliveReader::new(socket);
+        let mut stream = KeepaliveStream::new(FramedRead::new(socket, GrpcCodec::new()));
         let mut received = Vec::new();
-        reader.read_to_end(&mut received).await?;
-        let sent = server.await.map_err(|e| e.to_string())?;
+        while let Some(message) = stream.next().await {
+            received.push(message?.into_payload());
+        }
+        let sent = server.await?;
 
-        let removed = reader.stats().keepalives_removed;
+        let removed = stream.stats().keepalives_removed;
         println!(
             "server: 2 messages and {} keepalives in {:?}",
             sent.keepalives_sent,
             started.elapsed()
         );
-        println!(
-            "client: {} bytes, {removed} keepalives removed",
-            received.len()
-        );
-        assert_eq!(received, [frame(b"hello"), frame(b"still here")].concat());
+        println!("client: {received:?}, {removed} keepalives removed");
+        assert_eq!(received, [&b"hello"[..], &b"still here"[..]]);
         assert!(
             sent.keepalives_sent >= 2,
             "idle 3.5 intervals: expected keepalives"

@@ -43,12 +43,13 @@ fn run(name: &str) {
     );
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn custom_transport() {
     run("custom_transport");
 }
 
-#[cfg(feature = "smol")]
+#[cfg(all(feature = "smol", feature = "asynchronous-codec"))]
 #[test]
 fn smol_tcp() {
     run("smol_tcp");
