@@ -16,6 +16,9 @@
 //!   machine, checked against the real one step by step.
 //! - [`machine`]: scripts of operations run through both models, and the
 //!   `machine` fuzz target's decoder of raw bytes into a script.
+//! - `codec` (feature `codec`): the adapters' `GrpcCodec` decoder against a
+//!   whole-buffer reference and the core's `FrameFilter`, for the `codec`
+//!   fuzz target.
 //!
 //! Every check panics on a violation, with what went wrong: that is how a
 //! fuzz target reports a bug, and proptest catches panics and shrinks the
@@ -26,6 +29,8 @@
 #![deny(missing_docs)]
 
 pub mod classify;
+#[cfg(feature = "codec")]
+pub mod codec;
 pub mod filter;
 pub mod inflate;
 pub mod keepalive;
@@ -33,5 +38,7 @@ pub mod machine;
 pub mod watchdog;
 
 pub use classify::classify_differential;
+#[cfg(feature = "codec")]
+pub use codec::codec_against_reference;
 pub use filter::filter_against_reference;
 pub use machine::drive_machine;

@@ -8,6 +8,9 @@
 //!   the reference deframer (which inflates with flate2).
 //! - `machine`: `inlinekeepalive_testkit::drive_machine`, through the models
 //!   of the send schedule and the peer watchdog.
+//! - `codec`: `inlinekeepalive_testkit::codec_against_reference`, the
+//!   adapters' `GrpcCodec` decoder against a reference deframer and the
+//!   core's `FrameFilter`.
 //!
 //! A corpus directory without a replay entry here fails the test, so a new
 //! fuzz target cannot go unreplayed.
@@ -40,7 +43,12 @@ fn replay(target: &str, entry: fn(&[u8])) -> usize {
 }
 
 /// The seeds alone number this many; fewer files means a lost corpus.
-const MIN_SEEDS: [(&str, usize); 3] = [("classify", 59), ("filter", 40), ("machine", 1)];
+const MIN_SEEDS: [(&str, usize); 4] = [
+    ("classify", 59),
+    ("filter", 40),
+    ("machine", 1),
+    ("codec", 8),
+];
 
 #[test]
 fn every_corpus_has_a_replay_entry() {
@@ -75,6 +83,12 @@ fn filter_corpus() {
 fn machine_corpus() {
     let n = replay("machine", inlinekeepalive_testkit::drive_machine);
     assert!(n >= MIN_SEEDS[2].1, "only {n} machine corpus files");
+}
+
+#[test]
+fn codec_corpus() {
+    let n = replay("codec", inlinekeepalive_testkit::codec_against_reference);
+    assert!(n >= MIN_SEEDS[3].1, "only {n} codec corpus files");
 }
 
 #[test]
