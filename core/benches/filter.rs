@@ -14,10 +14,12 @@
 //!   a `memcpy` of that 1 MiB.
 //! - `small_64MiB/*` and `small_1MiB/*`: the same with 69-byte frames
 //!   (64-byte payloads, every one short enough to be a keepalive, so each is
-//!   classified), 1% keepalives. The payloads are a bytes field of
-//!   pseudo-random bytes, so about a fifth of them contain the byte 0xBC and
-//!   take the full protobuf walk; the rest are told apart by the prefilter.
-//!   `frame_tracker` is the bare header walk, the floor of any filter.
+//!   classified), 1% keepalives. The payloads are log events (three varint
+//!   fields and a line of ASCII), told apart from keepalives by the 0xBC
+//!   prefilter; `small_random_bytes_1MiB` has one bytes field of
+//!   pseudo-random bytes instead, a fifth of which contain 0xBC and take the
+//!   full walk. `frame_tracker` is the bare header walk, the floor of any
+//!   filter.
 
 use std::hint::black_box;
 
@@ -110,28 +112,57 @@ fn track_stream(stream: &[u8], write_len: usize) -> u64 {
     tracker.frames()
 }
 
-/// Up to `len` bytes of 69-byte frames (64-byte payloads), a keepalive after
-/// every 99; also returns the keepalive count.
-fn small_stream(len: usize) -> (Vec<u8>, u64) {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut byte = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed as u8
-    };
+/// A 64-byte log event, as a small message of a real schema looks:
+/// `seq` (varint), `unix_ms` (varint), `level` (enum) and a line of ASCII.
+fn log_event(seq: u64) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut msg = vec![0x08];
+    varint(&mut msg, seq);
+    msg.push(0x10);
+    varint(&mut msg, 1_764_600_000_000 + seq * 37);
+    msg.extend_from_slice(&[0x18, (seq % 4) as u8, 0x22]);
+    let text_len = 64 - msg.len() - 1;
+    msg.push(text_len as u8);
+    let line = format!("GET /api/v1/items/{seq} 200 in 3ms ");
+    msg.extend(line.bytes().cycle().take(text_len));
+    assert_eq!(msg.len(), 64);
+    msg
+}
+
+/// Up to `len` bytes of 69-byte frames (64-byte payloads from `payload`), a
+/// keepalive after every 99; also returns the keepalive count.
+fn small_stream(len: usize, payload: impl Fn(u64) -> Vec<u8>) -> (Vec<u8>, u64) {
     let mut stream = Vec::with_capacity(len + 69);
     let (mut keepalives, mut n) = (0, 0);
     while stream.len() + 69 <= len {
-        stream.extend_from_slice(&[0, 0, 0, 0, 64, 0x0a, 62]);
-        stream.extend((0..62).map(|_| byte()));
+        stream.extend_from_slice(&[0, 0, 0, 0, 64]);
+        stream.extend_from_slice(&payload(n));
         n += 1;
-        if n % KEEPALIVE_EVERY == 0 && stream.len() + KEEPALIVE_FRAME.len() <= len {
+        if n % KEEPALIVE_EVERY as u64 == 0 && stream.len() + KEEPALIVE_FRAME.len() <= len {
             stream.extend_from_slice(&KEEPALIVE_FRAME);
             keepalives += 1;
         }
     }
     (stream, keepalives)
+}
+
+/// A bytes field of 62 pseudo-random bytes: about a fifth contain 0xBC.
+fn random_bytes(seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut msg = vec![0x0a, 62];
+    msg.extend((0..62).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    }));
+    msg
 }
 
 fn classify_benches(c: &mut Criterion) {
@@ -141,29 +172,41 @@ fn classify_benches(c: &mut Criterion) {
         b.iter(|| classify(black_box(&KEEPALIVE_MESSAGE)))
     });
     group.bench_function("application_1KiB", |b| b.iter(|| classify(black_box(&app))));
-    let (small, _) = small_stream(69 * 16);
-    let payload = small
-        .chunks(69)
-        .map(|frame| &frame[FRAME_HEADER_LEN..])
-        .find(|payload| !payload.contains(&0xbc))
-        .expect("a payload without 0xBC");
-    group.bench_function("application_64B_without_0xBC", |b| {
-        b.iter(|| classify(black_box(payload)))
+    let event = log_event(1234);
+    group.bench_function("application_64B_log_event", |b| {
+        b.iter(|| classify(black_box(&event)))
+    });
+    let blob = random_bytes(7);
+    group.bench_function("application_64B_one_bytes_field", |b| {
+        b.iter(|| classify(black_box(&blob)))
+    });
+    // 64 bytes of 32 one-byte varint fields: the walk's worst common case.
+    let varints: Vec<u8> = (0..32u8)
+        .flat_map(|i| [0x08 | ((i % 15 + 1) << 3), i])
+        .collect();
+    assert_eq!(
+        classify(&varints),
+        inlinekeepalive_core::Classification::Application
+    );
+    group.bench_function("application_64B_32_varint_fields", |b| {
+        b.iter(|| classify(black_box(&varints)))
     });
     group.finish();
 }
 
 fn small_benches(c: &mut Criterion) {
-    let (stream, keepalives) = small_stream(STREAM_LEN);
+    let (stream, keepalives) = small_stream(STREAM_LEN, log_event);
     let (passed, removed) = filter_stream(&stream);
     assert_eq!(removed, keepalives);
     assert_eq!(
         passed,
         stream.len() - keepalives as usize * KEEPALIVE_FRAME.len()
     );
+    let (random, _) = small_stream(1 << 20, random_bytes);
     for (name, bytes) in [
         ("small_64MiB", &stream[..]),
         ("small_1MiB", &stream[..1 << 20]),
+        ("small_random_bytes_1MiB", &random[..]),
     ] {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Bytes(bytes.len() as u64));
