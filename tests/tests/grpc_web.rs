@@ -480,3 +480,104 @@ fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// `-text` (base64) bodies through real proxies with a 2 s idle timeout,
+/// over HTTP/1.1 and h2 (connect's transports have no `-text` mode, so the
+/// raw client speaks it): each base64-encoded keepalive crosses nginx and
+/// HAProxy like any chunk and keeps the stream alive through a gap of more
+/// than two idle timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_mode_keepalives_cross_real_proxies() {
+    use inlinekeepalive_tests::proxies::{require, ProxyConfig, ProxyKind, RunningProxy};
+
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+    const GAP_MS: u32 = 4_500;
+    let Some(nginx) = require(ProxyKind::Nginx) else {
+        return;
+    };
+    let Some(haproxy) = require(ProxyKind::Haproxy) else {
+        return;
+    };
+    let mut server = WebServer::start(Stack::Keepalives, Duration::from_millis(500), ORIGIN).await;
+    let mut proxies = Vec::new();
+    let mut calls = Vec::new();
+    for (kind, binary) in [(ProxyKind::Nginx, &nginx), (ProxyKind::Haproxy, &haproxy)] {
+        for http in [ClientHttp::Http1, ClientHttp::Http2] {
+            let config = ProxyConfig::new(kind, server.addr, IDLE_TIMEOUT)
+                .grpc_web(http)
+                .with_binary(binary)
+                .with_work_root(env!("CARGO_TARGET_TMPDIR"));
+            let proxy = tokio::task::spawn_blocking(move || RunningProxy::start(&config))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("starting {kind}: {e}"));
+            let size = SIZE + calls.len() as u32;
+            let plan = Plan {
+                count: 2,
+                gap_ms: GAP_MS,
+                size,
+                first_gap_ms: 0,
+            };
+            let addr = proxy.addr();
+            calls.push((
+                kind,
+                http,
+                size,
+                tokio::spawn(async move {
+                    web_call(addr, http, WebRequest::watch(WebType::WebText, plan, true)).await
+                }),
+            ));
+            proxies.push(proxy);
+        }
+    }
+    let mut results = Vec::new();
+    for (kind, http, size, call) in calls {
+        results.push((kind, http, size, call.await.unwrap()));
+    }
+    let seen = server.drain_seen();
+    for (kind, http, size, call) in &results {
+        let context = format!("-text through {kind} over {http}");
+        assert_eq!(
+            call.status,
+            http::StatusCode::OK,
+            "{context}: {:?}",
+            call.headers
+        );
+        let (frames, _) = frames_of(call, WebType::WebText);
+        assert_eq!(call.end, Ok(()), "{context}");
+        assert_eq!(
+            frames.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            [0, 1],
+            "{context}"
+        );
+        assert_eq!(frames.grpc_status(), Some("0"), "{context}");
+        let sent = seen
+            .iter()
+            .find(|s| s.plan.is_some_and(|p| p.size == *size))
+            .and_then(|s| s.stats.as_ref())
+            .map(|s| s.keepalives_sent() as usize);
+        assert!(
+            frames.keepalives >= 6,
+            "{context}: {} keepalives",
+            frames.keepalives
+        );
+        assert_eq!(sent, Some(frames.keepalives), "{context}");
+        let text = String::from_utf8(call.raw()).unwrap();
+        assert_eq!(
+            text.matches(&keepalive_base64()).count(),
+            frames.keepalives,
+            "{context}"
+        );
+        eprintln!(
+            "{context}: survived {GAP_MS} ms of silence, {} base64 keepalives",
+            frames.keepalives
+        );
+    }
+    for proxy in proxies {
+        tokio::task::spawn_blocking(move || proxy.stop())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    server.shutdown().await;
+}

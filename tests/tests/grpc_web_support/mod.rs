@@ -374,12 +374,16 @@ async fn web_call_inner(
     let mut builder = http::Request::builder()
         .method(request.method.clone())
         .uri(uri)
-        .header(header::HOST, addr.to_string())
         .header(header::CONTENT_TYPE, request.content_type.content_type())
         // tonic-web picks the response's encoding from `accept`: what
         // grpc-web's text mode sends.
         .header(header::ACCEPT, request.content_type.content_type())
         .header("x-grpc-web", "1");
+    if http == ClientHttp::Http1 {
+        // h2 carries the authority in the URI (`:authority`); a `host` header
+        // beside it is a duplicate that nginx refuses with 400.
+        builder = builder.header(header::HOST, addr.to_string());
+    }
     if request.announce {
         builder = builder.header(METADATA_KEY, "true");
     }
