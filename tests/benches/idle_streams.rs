@@ -12,6 +12,9 @@
 //! - `layer`: `ServerKeepaliveLayer` with a 1 s interval; the client
 //!   announces `wp-inline-keepalives: true` and reads the raw keepalives as
 //!   messages (no client layer, so nothing is filtered away);
+//! - `batched`: the same layer with a batch window of 1/16 of the interval
+//!   (`Config::with_batch_window`): the streams whose deadlines share a
+//!   window send together;
 //! - `naive`: no layer; the handler spawns one task per stream that sends an
 //!   empty message every interval (`tokio::time::interval`), Waypoint's
 //!   shape.
@@ -132,6 +135,10 @@ fn server(design: &str) {
         std::io::stdout().flush().unwrap();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let naive = design == "naive";
+        let mut config = Config::new(INTERVAL).unwrap();
+        if design == "batched" {
+            config = config.with_batch_window(INTERVAL / 16).unwrap();
+        }
         let service = BenchServer::new(Idle { naive });
         let builder = Server::builder().max_concurrent_streams(Some(100_000));
         tokio::spawn(async move {
@@ -143,7 +150,7 @@ fn server(design: &str) {
                     .await
                     .unwrap();
             } else {
-                let layer = ServerKeepaliveLayer::new(Config::new(INTERVAL).unwrap());
+                let layer = ServerKeepaliveLayer::new(config);
                 let mut builder = builder.layer(layer);
                 builder
                     .add_service(service)
@@ -321,7 +328,7 @@ fn main() {
     let secs = env("IDLE_SECS", if benching { 10 } else { 2 });
     let rounds = env("IDLE_ROUNDS", 1);
     let designs: Vec<String> = std::env::var("IDLE_DESIGNS")
-        .unwrap_or_else(|_| "layer,naive".into())
+        .unwrap_or_else(|_| "layer,batched,naive".into())
         .split(',')
         .map(str::to_string)
         .collect();

@@ -17,7 +17,8 @@
 //! cargo bench -p inlinekeepalive-tests --bench tonic
 //! ```
 //! `ROUNDS=n` and `MESSAGES=n` in the environment change the sizes;
-//! `WORKLOADS=stream1k,unary62` picks workloads; `LAYERS=server` or
+//! `WORKLOADS=stream1k,unary62` picks workloads; `ONLY=plain` or
+//! `ONLY=layers` runs one half alone (for callgrind); `LAYERS=server` or
 //! `LAYERS=client` installs one side only, to see where a difference comes
 //! from.
 
@@ -221,6 +222,19 @@ async fn compare<A, B>(
     rounds: u64,
     messages: u64,
 ) -> (f64, f64, f64) {
+    // `ONLY=plain` or `ONLY=layers` runs one half alone, to count its
+    // instructions (callgrind) or cycles (perf) apart from the other's.
+    let only = std::env::var("ONLY").unwrap_or_default();
+    if !only.is_empty() {
+        for _ in 0..rounds {
+            if only == "plain" {
+                round(plain, messages).await;
+            } else {
+                round_b(layered, messages).await;
+            }
+        }
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
     for _ in 0..2 {
         round(plain, messages.min(2000)).await;
         round_b(layered, messages.min(2000)).await;
