@@ -286,9 +286,12 @@ impl GrpcCodec {
             src.reserve(frame_len - src.len());
             return Ok(None);
         }
-        src.advance(FRAME_HEADER_LEN);
         self.offset += frame_len as u64;
-        let payload = src.split_to(len).freeze();
+        // One split of the whole frame, then the header skipped on the
+        // frozen `Bytes` (a pointer bump): cheaper than advancing the
+        // `BytesMut` and splitting it again.
+        let mut payload = src.split_to(frame_len).freeze();
+        payload.advance(FRAME_HEADER_LEN);
         Ok(Some(if header.compressed {
             Message::compressed(payload)
         } else {
