@@ -80,6 +80,22 @@ fn frame() -> Vec<u8> {
     f
 }
 
+/// A 69-byte frame: a 64-byte log event (three varint fields and a line of
+/// ASCII), short enough to be a keepalive, so the reader classifies each.
+fn small_frame() -> Vec<u8> {
+    let mut f = vec![0, 0, 0, 0, 64, 0x08, 0x96, 0x01, 0x10];
+    f.extend_from_slice(&[0x80, 0xe8, 0xd6, 0xe7, 0xae, 0x33, 0x18, 0x02, 0x22]);
+    let text = b"GET /api/v1/items/150 200 in 3ms GET /api/v1/items/1";
+    f.push((69 - f.len() - 1) as u8);
+    f.extend_from_slice(&text[..69 - f.len()]);
+    assert_eq!(f.len(), 69);
+    assert_eq!(
+        inlinekeepalive::core::classify(&f[5..]),
+        inlinekeepalive::core::Classification::Application
+    );
+    f
+}
+
 fn keepalive_writer<W>(inner: W) -> KeepaliveWriter<W, FuturesTimer> {
     KeepaliveWriter::new(inner, FuturesTimer, Config::default()).with_peer_support(true)
 }
@@ -155,7 +171,15 @@ async fn feed<W: AsyncWrite + Unpin>(mut writer: W, chunk: &[u8]) {
     writer.close().await.unwrap();
 }
 
-/// How many writes of `chunk` make FRAMES frames.
+/// How many frames all the writes of `chunk` hold.
+fn frames_in(chunk: &[u8]) -> u64 {
+    let mut walk = FrameTracker::new();
+    walk.advance(chunk).unwrap();
+    walk.frames() * writes(chunk) as u64
+}
+
+/// How many writes of `chunk` make FRAMES frames (of 1 KiB: about 1 MiB in
+/// all, whatever the frames).
 fn writes(chunk: &[u8]) -> usize {
     FRAMES * (5 + FRAME_PAYLOAD) / chunk.len()
 }
@@ -207,11 +231,11 @@ fn duplex_round(rt: &tokio::runtime::Runtime, chunk: &'static [u8], ends: Ends) 
                 let writer = tokio::spawn(async move {
                     let mut a = HeaderWalk::new(a);
                     feed(&mut a, chunk).await;
-                    assert_eq!(a.walk.frames(), FRAMES as u64);
+                    assert_eq!(a.walk.frames(), frames_in(chunk));
                 });
                 let mut b = HeaderWalk::new(b);
                 let n = drain(&mut b, &mut buf).await;
-                assert_eq!(b.walk.frames(), FRAMES as u64);
+                assert_eq!(b.walk.frames(), frames_in(chunk));
                 assert!(b.walk.is_at_boundary());
                 (writer, n)
             }
@@ -438,9 +462,15 @@ fn socket_group<S>(
 fn overhead(c: &mut Criterion) {
     let frame: &'static [u8] = Vec::leak(frame());
     let batch: &'static [u8] = Vec::leak(frame.repeat(BATCH));
+    let small: &'static [u8] = Vec::leak(small_frame());
     let bytes = (frame.len() * FRAMES) as u64;
 
-    for (suffix, chunk) in [("1KiB_frames", frame), ("batched16", batch)] {
+    for (suffix, chunk) in [
+        ("1KiB_frames", frame),
+        ("batched16", batch),
+        ("64B_frames", small),
+    ] {
+        let bytes = (chunk.len() * writes(chunk)) as u64;
         let mut group = c.benchmark_group(format!("memcpy_{suffix}"));
         group.throughput(Throughput::Bytes(bytes));
         group.measurement_time(Duration::from_secs(5));
