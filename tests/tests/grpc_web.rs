@@ -428,7 +428,7 @@ fn the_readme_setup_is_the_tested_one() {
         .nth(1)
         .expect("the README has a Browsers (gRPC-Web) section");
     let snippet = section
-        .split("```rust,ignore\n")
+        .split("```rust,no_run\n")
         .nth(1)
         .and_then(|rest| rest.split("\n```").next())
         .expect("the section has a Rust snippet");

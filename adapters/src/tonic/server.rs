@@ -59,9 +59,14 @@ use crate::Config;
 /// wants a `tonic::body::Body` from the service it wraps, so map the
 /// response body in between:
 ///
-/// ```ignore
-/// // Needs tonic-web and tower-http (feature "map-response-body"); compiled
-/// // in the repository's tests/src/grpc_web.rs.
+/// ```no_run
+/// # use std::time::Duration;
+/// # use inlinekeepalive::tonic::{Config, ServerKeepaliveLayer};
+/// # use tower_http::map_response_body::MapResponseBodyLayer;
+/// # async fn run(routes: tonic::service::Routes) -> Result<(), Box<dyn std::error::Error>> {
+/// # let config = Config::new(Duration::from_secs(20))?;
+/// # let addr = "127.0.0.1:8080".parse()?;
+/// // With tonic-web and tower-http (feature "map-response-body"):
 /// tonic::transport::Server::builder()
 ///     .accept_http1(true) // browsers often speak HTTP/1.1
 ///     .layer(tonic_web::GrpcWebLayer::new()) // outside
@@ -70,6 +75,7 @@ use crate::Config;
 ///     .add_routes(routes)
 ///     .serve(addr)
 ///     .await?;
+/// # Ok(()) }
 /// ```
 ///
 /// In the other order this layer sees `application/grpc-web` bodies, which
