@@ -8,7 +8,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use inlinekeepalive_core::{
-    Classification, Encoding, FrameError, FrameFilter, PeerTimedOut, PeerWatchdog, Step,
+    Classification, Encoding, FilterStats, FrameError, FrameFilter, PeerTimedOut, PeerWatchdog,
+    Step,
 };
 use pin_project_lite::pin_project;
 
@@ -102,7 +103,11 @@ impl<T: Timer> ReceiveHalf<T> {
 
     /// The stream's encoding, while nothing was fed to the filter.
     pub(crate) fn set_encoding(&mut self, encoding: Encoding) {
-        if self.filter.stats() == FrameFilter::new().stats() && self.filter.is_at_boundary() {
+        // Nothing fed yet: no frame counted, and none begun (a frame that
+        // began leaves the filter off its boundary).
+        let untouched =
+            self.filter.stats() == FilterStats::default() && self.filter.is_at_boundary();
+        if untouched {
             self.filter = FrameFilter::with_encoding(encoding);
         }
     }
