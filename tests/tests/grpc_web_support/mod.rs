@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use inlinekeepalive::tonic::{Config, KeepaliveStats, ServerKeepaliveLayer};
+use inlinekeepalive::tonic::{Config, ServerKeepaliveLayer};
 use inlinekeepalive::wire::{KEEPALIVE_FRAME, KEEPALIVE_MESSAGE, METADATA_KEY};
 
 use inlinekeepalive::core::{FrameFilter, Framing, Output};
@@ -23,17 +22,15 @@ use inlinekeepalive_tests::proxies::ClientHttp;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tokio_stream::Stream;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
-use tonic::{Status, Streaming};
 use tonic_web::GrpcWebLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::map_response_body::MapResponseBodyLayer;
 
-use crate::tonic_support::item;
-use crate::tonic_support::pb::echo_server::{Echo, EchoServer};
-use crate::tonic_support::pb::{Item, Plan, Summary};
+use crate::tonic_support::pb::echo_server::EchoServer;
+use crate::tonic_support::pb::{Item, Plan};
+use crate::tonic_support::{EchoImpl, Seen};
 
 // ---------------------------------------------------------------------------
 // The server: the README's setup
@@ -77,105 +74,10 @@ pub enum Stack {
     WrongOrder,
 }
 
-/// What a handler saw of one call.
-#[derive(Debug)]
-pub struct WebSeen {
-    pub method: &'static str,
-    /// The `Watch` plan or the uploaded items.
-    pub plan: Option<Plan>,
-    pub items: Vec<Item>,
-    pub stats: Option<KeepaliveStats>,
-    pub error: Option<Status>,
-}
-
-/// The test service: `Watch` sends `count` items of `size` bytes, the first
-/// at once and the others `gap_ms` apart; `Upload` collects.
-#[derive(Clone)]
-struct WebEcho {
-    seen: mpsc::UnboundedSender<WebSeen>,
-}
-
-type ItemStream = Pin<Box<dyn Stream<Item = Result<Item, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Echo for WebEcho {
-    type WatchStream = ItemStream;
-    type ChatStream = ItemStream;
-
-    async fn watch(
-        &self,
-        request: tonic::Request<Plan>,
-    ) -> Result<tonic::Response<ItemStream>, Status> {
-        let stats = request.extensions().get::<KeepaliveStats>().cloned();
-        let plan = request.into_inner();
-        let _ = self.seen.send(WebSeen {
-            method: "watch",
-            plan: Some(plan),
-            items: Vec::new(),
-            stats,
-            error: None,
-        });
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            for seq in 0..plan.count {
-                let gap = if seq == 0 {
-                    plan.first_gap_ms
-                } else {
-                    plan.gap_ms
-                };
-                tokio::time::sleep(Duration::from_millis(gap.into())).await;
-                if tx.send(Ok(item(seq, plan.size as usize))).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn upload(
-        &self,
-        request: tonic::Request<Streaming<Item>>,
-    ) -> Result<tonic::Response<Summary>, Status> {
-        let stats = request.extensions().get::<KeepaliveStats>().cloned();
-        let mut stream = request.into_inner();
-        let mut items = Vec::new();
-        let error = loop {
-            match stream.message().await {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) => break None,
-                Err(status) => break Some(status),
-            }
-        };
-        let summary = Summary {
-            count: items.len() as u64,
-            last_seq: items.last().map_or(0, |i| i.seq),
-            seqs: items.iter().map(|i| i.seq).collect(),
-        };
-        let _ = self.seen.send(WebSeen {
-            method: "upload",
-            plan: None,
-            items,
-            stats,
-            error: error.clone(),
-        });
-        match error {
-            Some(status) => Err(status),
-            None => Ok(tonic::Response::new(summary)),
-        }
-    }
-
-    async fn chat(
-        &self,
-        _: tonic::Request<Streaming<Item>>,
-    ) -> Result<tonic::Response<ItemStream>, Status> {
-        Err(Status::unimplemented("a browser cannot stream a request"))
-    }
-}
-
 /// A running gRPC-Web test server.
 pub struct WebServer {
     pub addr: SocketAddr,
-    pub seen: mpsc::UnboundedReceiver<WebSeen>,
+    pub seen: mpsc::UnboundedReceiver<Seen>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -189,7 +91,7 @@ impl WebServer {
         let addr = listener.local_addr().unwrap();
         let incoming = TcpListenerStream::new(listener);
         let (seen_tx, seen) = mpsc::unbounded_channel();
-        let service = EchoServer::new(WebEcho { seen: seen_tx });
+        let service = EchoServer::new(EchoImpl::new(seen_tx));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async {
             let _ = stopped.await;
@@ -242,7 +144,7 @@ impl WebServer {
     }
 
     /// Every report the handlers sent so far.
-    pub fn drain_seen(&mut self) -> Vec<WebSeen> {
+    pub fn drain_seen(&mut self) -> Vec<Seen> {
         let mut all = Vec::new();
         while let Ok(seen) = self.seen.try_recv() {
             all.push(seen);

@@ -51,6 +51,8 @@ pub fn intact(got: &Item, size: usize) -> bool {
 #[derive(Debug)]
 pub struct Seen {
     pub method: &'static str,
+    /// The plan of a `Watch` call.
+    pub plan: Option<Plan>,
     /// The server layer's per-stream counters (from the request extensions).
     pub stats: Option<KeepaliveStats>,
     /// Items received, in order (client and bidi streams).
@@ -59,9 +61,18 @@ pub struct Seen {
     pub error: Option<Status>,
 }
 
+/// The test service: `Watch` sends `count` items of `size` bytes as its
+/// plan says, `Upload` collects, `Chat` echoes; each call is reported to
+/// `seen`. Shared by the tonic and the gRPC-Web tests.
 #[derive(Clone)]
 pub struct EchoImpl {
     seen: mpsc::UnboundedSender<Seen>,
+}
+
+impl EchoImpl {
+    pub fn new(seen: mpsc::UnboundedSender<Seen>) -> Self {
+        Self { seen }
+    }
 }
 
 type ItemStream = Pin<Box<dyn Stream<Item = Result<Item, Status>> + Send>>;
@@ -79,6 +90,7 @@ impl Echo for EchoImpl {
         let plan = request.into_inner();
         let _ = self.seen.send(Seen {
             method: "watch",
+            plan: Some(plan),
             stats,
             items: Vec::new(),
             error: None,
@@ -139,6 +151,7 @@ impl Echo for EchoImpl {
         let failed = error.clone();
         let _ = self.seen.send(Seen {
             method: "upload",
+            plan: None,
             stats,
             items,
             error,
@@ -177,6 +190,7 @@ impl Echo for EchoImpl {
             }
             let _ = seen.send(Seen {
                 method: "chat",
+                plan: None,
                 stats,
                 items,
                 error,
@@ -369,7 +383,7 @@ async fn start(layer: Option<ServerKeepaliveLayer>, record: bool) -> TestServer 
     let addr = listener.local_addr().unwrap();
     let incoming = TcpListenerStream::new(listener);
     let (seen_tx, seen) = mpsc::unbounded_channel();
-    let service = EchoServer::new(EchoImpl { seen: seen_tx });
+    let service = EchoServer::new(EchoImpl::new(seen_tx));
     let wire = Wire::default();
     let recorder = RecordLayer(wire.clone());
     let (stop, stopped) = oneshot::channel::<()>();
