@@ -8,8 +8,6 @@
 mod support;
 
 use std::io::ErrorKind;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::executor::block_on;
@@ -19,62 +17,8 @@ use inlinekeepalive::core::{Encoding, FrameError, FrameFilter, Output};
 use inlinekeepalive::wire::{self, KEEPALIVE_FRAME, KEEPALIVE_MESSAGE};
 use inlinekeepalive::KeepaliveStream;
 use proptest::prelude::*;
-use support::{compressed_frame, frame, gzip_keepalive};
+use support::{compressed_frame, frame, gzip_keepalive, Chunks};
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
-
-/// An in-memory reader that hands out `data` in chunks of the given sizes,
-/// cycled (both tokio's and futures-io's `AsyncRead`).
-struct Chunks {
-    data: Vec<u8>,
-    pos: usize,
-    sizes: Vec<usize>,
-    call: usize,
-}
-
-impl Chunks {
-    fn new(data: Vec<u8>, sizes: Vec<usize>) -> Self {
-        Self {
-            data,
-            pos: 0,
-            sizes,
-            call: 0,
-        }
-    }
-
-    fn next_chunk(&mut self, room: usize) -> &[u8] {
-        let size = self.sizes[self.call % self.sizes.len()].max(1);
-        self.call += 1;
-        let n = size.min(room).min(self.data.len() - self.pos);
-        self.pos += n;
-        &self.data[self.pos - n..self.pos]
-    }
-}
-
-impl tokio::io::AsyncRead for Chunks {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let room = buf.remaining();
-        let chunk = self.next_chunk(room);
-        buf.put_slice(chunk);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl futures::io::AsyncRead for Chunks {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let chunk = self.next_chunk(buf.len());
-        let n = chunk.len();
-        buf[..n].copy_from_slice(chunk);
-        Poll::Ready(Ok(n))
-    }
-}
 
 /// Everything a `FramedRead` yields: the messages, then the error if any.
 fn decode_all(

@@ -11,42 +11,9 @@ use futures::executor::block_on;
 use futures::io::{AsyncRead, AsyncReadExt};
 use inlinekeepalive::wire::KEEPALIVE_FRAME;
 use inlinekeepalive::{Config, FrameError, KeepaliveReader, PeerTimedOut};
-use support::{compressed_frame, frame, gzip_keepalive, zlib_keepalive, ChunkyPipe, MockTimer};
-
-/// A reader that returns its chunks one per read (never more than the
-/// caller's buffer), then end of stream.
-struct Chunks {
-    data: Vec<u8>,
-    pos: usize,
-    sizes: Vec<usize>,
-    call: usize,
-}
-
-impl Chunks {
-    fn new(data: Vec<u8>, sizes: Vec<usize>) -> Self {
-        Self {
-            data,
-            pos: 0,
-            sizes,
-            call: 0,
-        }
-    }
-}
-
-impl AsyncRead for Chunks {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let size = self.sizes[self.call % self.sizes.len()];
-        self.call += 1;
-        let n = size.min(buf.len()).min(self.data.len() - self.pos);
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
-        Poll::Ready(Ok(n))
-    }
-}
+use support::{
+    compressed_frame, frame, gzip_keepalive, zlib_keepalive, Chunks, ChunkyPipe, MockTimer,
+};
 
 /// Application frames of assorted sizes (the short ones are classified,
 /// the long ones forwarded from their header) with keepalives between them.

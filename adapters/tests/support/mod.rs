@@ -534,3 +534,58 @@ pub fn zlib_keepalive() -> Vec<u8> {
     out.extend_from_slice(&adler32(&KEEPALIVE_MESSAGE).to_be_bytes());
     out
 }
+
+/// An in-memory reader that hands out `data` in chunks of the given sizes,
+/// cycled, one per read and never more than the caller's buffer, then end
+/// of stream (both tokio's and futures-io's `AsyncRead`).
+pub struct Chunks {
+    data: Vec<u8>,
+    pos: usize,
+    sizes: Vec<usize>,
+    call: usize,
+}
+
+impl Chunks {
+    pub fn new(data: Vec<u8>, sizes: Vec<usize>) -> Self {
+        Self {
+            data,
+            pos: 0,
+            sizes,
+            call: 0,
+        }
+    }
+
+    fn next_chunk(&mut self, room: usize) -> &[u8] {
+        let size = self.sizes[self.call % self.sizes.len()].max(1);
+        self.call += 1;
+        let n = size.min(room).min(self.data.len() - self.pos);
+        self.pos += n;
+        &self.data[self.pos - n..self.pos]
+    }
+}
+
+impl tokio::io::AsyncRead for Chunks {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let room = buf.remaining();
+        let chunk = self.next_chunk(room);
+        buf.put_slice(chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Chunks {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let chunk = self.next_chunk(buf.len());
+        let n = chunk.len();
+        buf[..n].copy_from_slice(chunk);
+        Poll::Ready(Ok(n))
+    }
+}
