@@ -320,6 +320,32 @@ fn difference(what: String, expected: &[u8], got: Result<Bytes, String>) -> Opti
     }
 }
 
+/// Calls `service` with `request` and collects the response body, within
+/// 5 s; a body error comes back as its `Debug` text.
+async fn call_and_collect<S, B>(
+    service: &mut S,
+    request: Request<SlowBody>,
+) -> Result<Bytes, String>
+where
+    S: Service<Request<SlowBody>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let response = ServiceExt::<Request<SlowBody>>::ready(service)
+            .await
+            .unwrap()
+            .call(request)
+            .await
+            .unwrap();
+        response.into_body().collect().await.map(|c| c.to_bytes())
+    })
+    .await
+    .expect("the call ends within 5 s")
+    .map_err(|status| format!("{status:?}"))
+}
+
 /// Neither layer inserts keepalives into, or removes them from, a body that
 /// is not gRPC over HTTP/2 (`application/grpc` or `application/grpc+...`),
 /// however long it stays idle and whatever the other side announced.
@@ -344,18 +370,7 @@ async fn non_grpc_bodies_are_never_touched() {
             .header(CONTENT_TYPE, content_type)
             .body(slow_body(chunks.clone(), None))
             .unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(5), async {
-            let response = ServiceExt::<Request<SlowBody>>::ready(&mut client)
-                .await
-                .unwrap()
-                .call(request)
-                .await
-                .unwrap();
-            response.into_body().collect().await.map(|c| c.to_bytes())
-        })
-        .await
-        .expect("the call ends within 5 s")
-        .map_err(|status| format!("{status:?}"));
+        let response = call_and_collect(&mut client, request).await;
         problems.extend(difference(
             format!("client layer, {content_type} request body"),
             &whole,
@@ -392,18 +407,7 @@ async fn non_grpc_bodies_are_never_touched() {
             .header("wp-inline-keepalives", HeaderValue::from_static("true"))
             .body(slow_body(request_body, None))
             .unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(5), async {
-            let response = ServiceExt::<Request<SlowBody>>::ready(&mut server)
-                .await
-                .unwrap()
-                .call(request)
-                .await
-                .unwrap();
-            response.into_body().collect().await.map(|c| c.to_bytes())
-        })
-        .await
-        .expect("the call ends within 5 s")
-        .map_err(|status| format!("{status:?}"));
+        let response = call_and_collect(&mut server, request).await;
         if request_type != "application/grpc" {
             problems.extend(difference(
                 format!("server layer, {request_type} request body"),
