@@ -9,7 +9,8 @@
 //! - The frame tracker reports a boundary exactly at frame ends.
 
 use inlinekeepalive_core::wire::{FIELD_NUMBER, KEEPALIVE_MESSAGE, MAX_KEEPALIVE_LEN, SIGNATURE};
-use inlinekeepalive_core::{classify, Classification, Encoding, FrameFilter, FrameTracker, Output};
+use inlinekeepalive_core::{classify, Classification, Encoding, FrameFilter, FrameTracker};
+use inlinekeepalive_testkit::filter::filter_in_chunks;
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
@@ -309,32 +310,6 @@ fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
     )
 }
 
-/// Feeds `stream` cut into chunks of the given sizes (cycled); returns what
-/// was passed on.
-fn run_filter(filter: &mut FrameFilter, stream: &[u8], sizes: &[usize]) -> Vec<u8> {
-    let mut passed = Vec::with_capacity(stream.len());
-    let mut rest = stream;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (chunk, after) = rest.split_at(size.min(rest.len()));
-        rest = after;
-        let mut input = chunk;
-        while !input.is_empty() {
-            let step = filter.step(input).expect("a well-framed stream");
-            assert!(step.consumed > 0);
-            match step.output {
-                Output::Forward(range) => passed.extend_from_slice(&input[range]),
-                Output::Held(bytes) => passed.extend_from_slice(bytes),
-                Output::Removed | Output::Nothing => {}
-            }
-            input = &input[step.consumed..];
-        }
-    }
-    passed
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
@@ -363,9 +338,9 @@ proptest! {
             }
         }
         let mut filter = FrameFilter::with_encoding(Encoding::Gzip);
-        let out = run_filter(&mut filter, &stream, &sizes);
+        let (out, finished) = filter_in_chunks(&mut filter, &stream, &sizes);
         prop_assert!(filter.is_at_boundary());
-        prop_assert_eq!(filter.finish(), Ok(()));
+        prop_assert_eq!(finished, Ok(()));
         prop_assert!(out == expected, "output differs ({} vs {} bytes)", out.len(), expected.len());
         let stats = filter.stats();
         prop_assert_eq!(stats.keepalives_removed, keepalives);

@@ -14,9 +14,9 @@
 
 use inlinekeepalive_core::wire::{GRPC_WEB_TRAILERS_FLAG, KEEPALIVE_FRAME};
 use inlinekeepalive_core::{
-    classify, Classification, Encoding, FrameError, FrameFilter, FrameTracker, Framing, Output,
+    classify, Classification, Encoding, FrameError, FrameFilter, FrameTracker, Framing,
 };
-use inlinekeepalive_testkit::filter::{check_filter, FilterInput};
+use inlinekeepalive_testkit::filter::{check_filter, filter_in_chunks, FilterInput};
 use proptest::prelude::*;
 
 fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
@@ -58,40 +58,6 @@ fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
     )
 }
 
-/// Feeds `stream` in chunks of the given sizes (cycled); returns what was
-/// passed on and the first error.
-fn run_filter(
-    filter: &mut FrameFilter,
-    stream: &[u8],
-    sizes: &[usize],
-) -> (Vec<u8>, Result<(), FrameError>) {
-    let mut passed = Vec::with_capacity(stream.len());
-    let mut rest = stream;
-    for &size in sizes.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (chunk, after) = rest.split_at(size.min(rest.len()));
-        rest = after;
-        let mut input = chunk;
-        while !input.is_empty() {
-            let step = match filter.step(input) {
-                Ok(step) => step,
-                Err(error) => return (passed, Err(error)),
-            };
-            assert!(step.consumed > 0);
-            match step.output {
-                Output::Forward(range) => passed.extend_from_slice(&input[range]),
-                Output::Held(bytes) => passed.extend_from_slice(bytes),
-                Output::Removed | Output::Nothing => {}
-            }
-            input = &input[step.consumed..];
-        }
-    }
-    let result = filter.finish();
-    (passed, result)
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -118,7 +84,7 @@ proptest! {
         body.extend_from_slice(&trailers);
         expected.extend_from_slice(&trailers);
         let mut filter = FrameFilter::with_encoding(Encoding::Gzip).with_framing(Framing::GrpcWeb);
-        let (out, result) = run_filter(&mut filter, &body, &sizes);
+        let (out, result) = filter_in_chunks(&mut filter, &body, &sizes);
         prop_assert_eq!(result, Ok(()));
         prop_assert!(out == expected, "output differs ({} vs {} bytes)", out.len(), expected.len());
         prop_assert!(filter.trailers_seen() && filter.is_at_boundary());
@@ -151,7 +117,7 @@ proptest! {
         expected.extend_from_slice(&trailers);
         body.extend_from_slice(&after);
         let mut filter = FrameFilter::new().with_framing(Framing::GrpcWeb);
-        let (out, result) = run_filter(&mut filter, &body, &sizes);
+        let (out, result) = filter_in_chunks(&mut filter, &body, &sizes);
         prop_assert_eq!(result, Err(FrameError::AfterTrailers));
         prop_assert!(out == expected, "output differs ({} vs {} bytes)", out.len(), expected.len());
 
@@ -212,7 +178,7 @@ proptest! {
     ) {
         let mut body: Vec<u8> = messages.iter().flat_map(|(_, f)| f.clone()).collect();
         body.extend_from_slice(&trailers);
-        let (_, result) = run_filter(&mut FrameFilter::new(), &body, &[body.len().max(1)]);
+        let (_, result) = filter_in_chunks(&mut FrameFilter::new(), &body, &[body.len().max(1)]);
         prop_assert_eq!(result, Err(FrameError::BadFlag(trailers[0])));
         let mut tracker = FrameTracker::new();
         prop_assert_eq!(tracker.advance(&body), Err(FrameError::BadFlag(trailers[0])));

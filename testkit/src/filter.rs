@@ -365,3 +365,38 @@ impl<'a> ReferenceDeframer<'a> {
             .map_or(Classification::Application, |inflated| classify(&inflated))
     }
 }
+
+/// Feeds `stream` to `filter` cut into chunks of the given sizes (cycled),
+/// checking that every step makes progress, then finishes it: what was
+/// passed on, and the first error (of a step, or of `finish`).
+pub fn filter_in_chunks(
+    filter: &mut FrameFilter,
+    stream: &[u8],
+    sizes: &[usize],
+) -> (Vec<u8>, Result<(), FrameError>) {
+    let mut passed = Vec::with_capacity(stream.len());
+    let mut rest = stream;
+    for &size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, after) = rest.split_at(size.min(rest.len()));
+        rest = after;
+        let mut input = chunk;
+        while !input.is_empty() {
+            let step = match filter.step(input) {
+                Ok(step) => step,
+                Err(error) => return (passed, Err(error)),
+            };
+            assert!(step.consumed > 0, "no progress on {} bytes", input.len());
+            match step.output {
+                Output::Forward(range) => passed.extend_from_slice(&input[range]),
+                Output::Held(bytes) => passed.extend_from_slice(bytes),
+                Output::Removed | Output::Nothing => {}
+            }
+            input = &input[step.consumed..];
+        }
+    }
+    let finished = filter.finish();
+    (passed, finished)
+}
