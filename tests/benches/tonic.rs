@@ -210,15 +210,15 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 type RoundFuture<'a> = Pin<Box<dyn Future<Output = Duration> + 'a>>;
 
-/// Alternating rounds of `plain` and `layered`, each moving `messages`;
-/// returns the median messages per second of each and the median of the
-/// per-round ratios (layered / plain, each pair measured back to back,
-/// which is robust to load that drifts during the run).
-async fn compare<A, B>(
-    plain: &mut A,
-    layered: &mut B,
-    round: impl Fn(&mut A, u64) -> RoundFuture<'_> + Copy,
-    round_b: impl Fn(&mut B, u64) -> RoundFuture<'_> + Copy,
+/// Alternating rounds of `plain` and `layered` (clients of one type: both
+/// go through [`client_side`]'s box), each moving `messages`; returns the
+/// median messages per second of each and the median of the per-round
+/// ratios (layered / plain, each pair measured back to back, which is
+/// robust to load that drifts during the run).
+async fn compare<C>(
+    plain: &mut C,
+    layered: &mut C,
+    round: impl Fn(&mut C, u64) -> RoundFuture<'_> + Copy,
     rounds: u64,
     messages: u64,
 ) -> (f64, f64, f64) {
@@ -230,14 +230,14 @@ async fn compare<A, B>(
             if only == "plain" {
                 round(plain, messages).await;
             } else {
-                round_b(layered, messages).await;
+                round(layered, messages).await;
             }
         }
         return (f64::NAN, f64::NAN, f64::NAN);
     }
     for _ in 0..2 {
         round(plain, messages.min(2000)).await;
-        round_b(layered, messages.min(2000)).await;
+        round(layered, messages.min(2000)).await;
     }
     let rate = |d: Duration| messages as f64 / d.as_secs_f64();
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -245,9 +245,9 @@ async fn compare<A, B>(
         // Alternate which goes first, so neither always follows the other.
         if i % 2 == 0 {
             a.push(rate(round(plain, messages).await));
-            b.push(rate(round_b(layered, messages).await));
+            b.push(rate(round(layered, messages).await));
         } else {
-            b.push(rate(round_b(layered, messages).await));
+            b.push(rate(round(layered, messages).await));
             a.push(rate(round(plain, messages).await));
         }
     }
@@ -297,6 +297,37 @@ fn client_side(channel: tonic::transport::Channel, config: Config, layered: bool
     tower::util::BoxCloneService::new(boxed)
 }
 
+/// What every workload's comparison shares.
+struct Comparison<'a> {
+    config: Config,
+    /// The layered half has the client layer (not under `LAYERS=server`).
+    client_layer: bool,
+    rounds: u64,
+    layers: &'a str,
+}
+
+impl Comparison<'_> {
+    /// Connects `client` to the plain and the layered server of `addrs`,
+    /// compares them over `round` and prints the result.
+    async fn run<C>(
+        &self,
+        workload: &str,
+        addrs: (SocketAddr, SocketAddr),
+        client: impl Fn(BoxedChannel) -> C,
+        round: impl Fn(&mut C, u64) -> RoundFuture<'_> + Copy,
+        messages: u64,
+    ) {
+        let mut plain = client(client_side(connect(addrs.0).await, self.config, false));
+        let mut layered = client(client_side(
+            connect(addrs.1).await,
+            self.config,
+            self.client_layer,
+        ));
+        let result = compare(&mut plain, &mut layered, round, self.rounds, messages).await;
+        report(workload, self.rounds, messages, self.layers, result);
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs bench targets without `--bench`: keep that
     // a quick smoke run.
@@ -314,88 +345,56 @@ fn main() {
     runtime.block_on(async {
         let config = Config::default();
         let server_layer = || (layers != "client").then(|| ServerKeepaliveLayer::new(config));
-        let client_layer = layers != "server";
+        let bench = Comparison {
+            config,
+            client_layer: layers != "server",
+            rounds,
+            layers: &layers,
+        };
         if workloads.contains("stream1k") {
             let plain_server = start_unrecorded_server(None).await;
             let layered_server = start_unrecorded_server(server_layer()).await;
-            let mut plain =
-                EchoClient::new(client_side(connect(plain_server.addr).await, config, false));
-            let mut layered = EchoClient::new(client_side(
-                connect(layered_server.addr).await,
-                config,
-                client_layer,
-            ));
-            let result = compare(
-                &mut plain,
-                &mut layered,
-                |c, n| Box::pin(one_call(c, n)),
-                |c, n| Box::pin(one_call(c, n)),
-                rounds,
-                messages,
-            )
-            .await;
-            report(
-                &format!("stream1k ({SIZE} B, server streaming)"),
-                rounds,
-                messages,
-                &layers,
-                result,
-            );
+            bench
+                .run(
+                    &format!("stream1k ({SIZE} B, server streaming)"),
+                    (plain_server.addr, layered_server.addr),
+                    EchoClient::new,
+                    |c, n| Box::pin(one_call(c, n)),
+                    messages,
+                )
+                .await;
             plain_server.shutdown().await;
             layered_server.shutdown().await;
         }
         if workloads.contains("stream62") {
-            let plain_addr = start_small_server(None).await;
-            let layered_addr = start_small_server(server_layer()).await;
-            let mut plain = BenchClient::new(client_side(connect(plain_addr).await, config, false));
-            let mut layered = BenchClient::new(client_side(
-                connect(layered_addr).await,
-                config,
-                client_layer,
-            ));
-            let result = compare(
-                &mut plain,
-                &mut layered,
-                |c, n| Box::pin(feed_call(c, n)),
-                |c, n| Box::pin(feed_call(c, n)),
-                rounds,
-                messages,
-            )
-            .await;
-            report(
-                "stream62 (62 B, server streaming from a channel)",
-                rounds,
-                messages,
-                &layers,
-                result,
+            let servers = (
+                start_small_server(None).await,
+                start_small_server(server_layer()).await,
             );
+            bench
+                .run(
+                    "stream62 (62 B, server streaming from a channel)",
+                    servers,
+                    BenchClient::new,
+                    |c, n| Box::pin(feed_call(c, n)),
+                    messages,
+                )
+                .await;
         }
         if workloads.contains("unary62") {
-            let plain_addr = start_small_server(None).await;
-            let layered_addr = start_small_server(server_layer()).await;
-            let mut plain = BenchClient::new(client_side(connect(plain_addr).await, config, false));
-            let mut layered = BenchClient::new(client_side(
-                connect(layered_addr).await,
-                config,
-                client_layer,
-            ));
-            let calls = (messages / 4).max(CALLERS as u64);
-            let result = compare(
-                &mut plain,
-                &mut layered,
-                |c, n| Box::pin(ping_calls(c, n)),
-                |c, n| Box::pin(ping_calls(c, n)),
-                rounds,
-                calls,
-            )
-            .await;
-            report(
-                &format!("unary62 (62 B each way, {CALLERS} callers)"),
-                rounds,
-                calls,
-                &layers,
-                result,
+            let servers = (
+                start_small_server(None).await,
+                start_small_server(server_layer()).await,
             );
+            bench
+                .run(
+                    &format!("unary62 (62 B each way, {CALLERS} callers)"),
+                    servers,
+                    BenchClient::new,
+                    |c, n| Box::pin(ping_calls(c, n)),
+                    (messages / 4).max(CALLERS as u64),
+                )
+                .await;
         }
     });
 }
