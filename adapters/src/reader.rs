@@ -163,8 +163,9 @@ impl<R> KeepaliveReader<R> {
     /// ```
     #[must_use]
     pub fn detect_dead_peer<T: Timer>(self, timer: T, config: Config) -> KeepaliveReader<R, T> {
-        // The encoding set so far stays.
-        let mut receive = ReceiveHalf::new(timer, self.receive.encoding());
+        // The filter carries over: bytes already read, and a frame begun,
+        // keep their meaning.
+        let mut receive = self.receive.with_timer(timer);
         if let Some(timeout) = config.peer_timeout() {
             receive = receive.watch_now(timeout);
         }

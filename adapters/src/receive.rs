@@ -84,6 +84,18 @@ impl<T: Timer> ReceiveHalf<T> {
         }
     }
 
+    /// The same half on `timer`. The filter and its counters carry over, so
+    /// this can happen after bytes were read: a frame half read stays half
+    /// read. Any watch is dropped; start one with a `watch_*` method.
+    pub(crate) fn with_timer<U: Timer>(self, timer: U) -> ReceiveHalf<U> {
+        ReceiveHalf {
+            filter: self.filter,
+            watchdog: None,
+            watch: Watch::Off,
+            slot: SleepSlot::new(timer),
+        }
+    }
+
     /// Watches the peer from now: silent once nothing arrived for `timeout`.
     pub(crate) fn watch_now(mut self, timeout: Duration) -> Self {
         self.watchdog = Some(PeerWatchdog::new(timeout, self.slot.now()));
@@ -94,11 +106,6 @@ impl<T: Timer> ReceiveHalf<T> {
     pub(crate) fn watch_after_first_keepalive(mut self, timeout: Duration) -> Self {
         self.watch = Watch::AfterFirstKeepalive(timeout);
         self
-    }
-
-    /// The stream's encoding.
-    pub(crate) fn encoding(&self) -> Encoding {
-        self.filter.encoding()
     }
 
     /// The stream's encoding, while nothing was fed to the filter.

@@ -151,8 +151,9 @@ impl<S> KeepaliveStream<S> {
     /// # }).unwrap();
     /// ```
     pub fn detect_dead_peer<T: Timer>(self, timer: T, config: Config) -> KeepaliveStream<S, T> {
-        // The encoding set so far stays.
-        let mut receive = ReceiveHalf::new(timer, self.receive.encoding());
+        // The filter carries over: bytes already read, and a frame begun,
+        // keep their meaning.
+        let mut receive = self.receive.with_timer(timer);
         if let Some(timeout) = config.peer_timeout() {
             receive = receive.watch_now(timeout);
         }

@@ -264,6 +264,38 @@ fn a_silent_peer_times_out_and_a_talking_one_does_not() {
     assert_eq!(timer.live(), 0, "the reader's timer is dropped with it");
 }
 
+/// Turning dead-peer detection on after reading began keeps the filter's
+/// place in the stream: a short frame it holds back is still delivered, and
+/// the payload of a long frame it is passing on is not read as frames (a
+/// payload that contains a keepalive frame's bytes stays whole).
+#[test]
+fn detect_dead_peer_after_reading_keeps_the_stream_intact() {
+    let config = Config::default()
+        .with_peer_timeout(Duration::from_secs(60))
+        .unwrap();
+    let short = [frame(&[0x08, 0x01]), frame(&[0x08, 0x02])].concat();
+    let mut long_payload = vec![0x42; 3];
+    long_payload.extend_from_slice(&KEEPALIVE_FRAME);
+    long_payload.resize(100, 0x42);
+    let long = frame(&long_payload);
+    // (stream, chunk sizes, bytes read before detection is turned on)
+    let cases = [
+        // The first read returns frame 1 and leaves 3 bytes of frame 2 held.
+        (short.clone(), vec![10, 4], 7),
+        // 8 bytes in, the filter is passing the long frame's payload on.
+        (long.clone(), vec![8, 200], 8),
+    ];
+    for (wire, chunks, first) in cases {
+        let mut reader = KeepaliveReader::new(Chunks::new(wire.clone(), chunks));
+        let mut out = vec![0u8; first];
+        block_on(reader.read_exact(&mut out)).unwrap();
+        let mut reader = reader.detect_dead_peer(MockTimer::new(), config);
+        block_on(reader.read_to_end(&mut out)).unwrap();
+        assert_eq!(out, wire, "chunks {first}");
+        assert_eq!(reader.stats().keepalives_removed, 0);
+    }
+}
+
 /// A peer that sends `keepalives` keepalive frames, generated lazily, one
 /// frame per read at most, then `app`, then end of stream. Counts the bytes
 /// of keepalive frames it handed out in `sent`, which the test shares.
