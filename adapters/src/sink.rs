@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use futures_sink::Sink;
 use inlinekeepalive_core::{wire, Config, Instant};
@@ -95,6 +95,10 @@ pin_project! {
         // The application holds the inner sink's readiness: its `poll_ready`
         // returned `Ready` and its `start_send` has not come yet.
         reserved: bool,
+        // The task whose `poll_keepalive` returned `Pending` because of that
+        // reservation. Nothing else will wake it (its sleep has fired, or
+        // was not polled), so `start_send` does when the reservation ends.
+        reservation_waiter: Option<Waker>,
         // A keepalive was handed over and not flushed yet.
         unflushed: bool,
     }
@@ -148,6 +152,7 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
             send: SendHalf::new(timer, config),
             make_keepalive,
             reserved: false,
+            reservation_waiter: None,
             unflushed: false,
         }
     }
@@ -225,9 +230,9 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
     /// Resolves with `Ok(())` after each keepalive; call it again for the
     /// next. It stays pending while nothing is scheduled (the peer's support
     /// is unknown or refused), while your `poll_ready` holds the inner
-    /// sink's readiness, and after close; it resolves with the inner sink's
-    /// error if sending or flushing a keepalive fails (no keepalive is sent
-    /// after that). Cancel-safe: a keepalive handed over and not yet flushed
+    /// sink's readiness (your `start_send` wakes it), and after close; it
+    /// resolves with the inner sink's error if sending or flushing a
+    /// keepalive fails (no keepalive is sent after that). Cancel-safe: a keepalive handed over and not yet flushed
     /// is flushed by the next call.
     ///
     /// ```
@@ -279,7 +284,16 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
             ready!(this.send.as_mut().poll_due(cx, &mut now));
             if *this.reserved {
                 // The application's `start_send` comes first; its
-                // `poll_flush` sends the keepalive.
+                // `poll_flush` sends the keepalive. Nothing else wakes this
+                // task (its sleep fired or was not polled), so `start_send`
+                // does: the task then sends the keepalive if the application
+                // does not flush, or arms the timer for the next one. Stored
+                // rather than woken now: the reservation may last, and an
+                // immediate wake-up would spin until it ends.
+                match this.reservation_waiter {
+                    Some(waiter) if waiter.will_wake(cx.waker()) => {}
+                    waiter => *waiter = Some(cx.waker().clone()),
+                }
                 return Poll::Pending;
             }
             if let Err(e) = ready!(this.inner.as_mut().poll_ready(cx)) {
@@ -305,6 +319,9 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
     ) -> Result<(), Si::Error> {
         let this = self.project();
         *this.reserved = false;
+        if let Some(waiter) = this.reservation_waiter.take() {
+            waiter.wake();
+        }
         this.inner.start_send(item)?;
         this.send.on_message_sent(now);
         Ok(())

@@ -5,6 +5,7 @@
 mod support;
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -180,6 +181,32 @@ fn a_reservation_is_never_stolen_and_fixed_keepalives_follow_it() {
     Pin::new(&mut s).start_send(b"app".to_vec()).unwrap();
     // Under Fixed the application message does not withdraw it.
     assert!(Pin::new(&mut s).poll_keepalive(&mut cx).is_ready());
+    assert_eq!(
+        inner.items(),
+        vec![KA.to_vec(), b"app".to_vec(), KA.to_vec()]
+    );
+    assert_eq!(inner.log().contract_violations, 0);
+}
+
+#[test]
+fn a_keepalive_held_back_by_a_reservation_wakes_its_task_when_the_reservation_ends() {
+    let (s, inner, timer) = sink(100, Policy::Fixed, true);
+    let mut s = s.with_peer_support(true);
+    assert_eq!(poll_ka(&mut s), Poll::Ready(Ok(())));
+    timer.advance(ms(100)); // the next one is due
+    let (app_waker, _) = counting_waker();
+    assert!(Pin::new(&mut s)
+        .poll_ready(&mut Context::from_waker(&app_waker))
+        .is_ready());
+    // A task that waits on poll_keepalive alone: the fired sleep no longer
+    // holds its waker, so only the end of the reservation can wake it.
+    let (ka_waker, wakes) = counting_waker();
+    let mut ka_cx = Context::from_waker(&ka_waker);
+    assert!(Pin::new(&mut s).poll_keepalive(&mut ka_cx).is_pending());
+    assert_eq!(wakes.load(Ordering::SeqCst), 0, "no busy wake-up");
+    Pin::new(&mut s).start_send(b"app".to_vec()).unwrap();
+    assert_eq!(wakes.load(Ordering::SeqCst), 1, "woken once by start_send");
+    assert!(Pin::new(&mut s).poll_keepalive(&mut ka_cx).is_ready());
     assert_eq!(
         inner.items(),
         vec![KA.to_vec(), b"app".to_vec(), KA.to_vec()]
