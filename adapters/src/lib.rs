@@ -38,7 +38,9 @@
 //! watches its peer:
 //!
 //! - **any received byte proves the peer alive**: keepalives, application
-//!   messages, and every chunk of a large message still arriving;
+//!   messages, and every chunk of a large message still arriving (a
+//!   [`KeepaliveStream`] sees whole messages, so it counts each wake-up of
+//!   its inner stream too: over a codec, bytes arrived);
 //! - when not a single byte arrived for the peer timeout, the wrapper
 //!   reports [`PeerTimedOut`] once and **the stream ends**: a
 //!   [`KeepaliveReader`] fails its reads with [`std::io::ErrorKind::TimedOut`]
@@ -82,6 +84,7 @@ mod sender;
 mod sink;
 mod sleep_slot;
 mod stream;
+mod wake_probe;
 mod writer;
 
 pub use driver::Driver;

@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use crate::error::KeepaliveError;
 use crate::receive::{ReceiveHalf, ReceiveStats, KEEPALIVES_PER_POLL};
 use crate::timer::{NoTimer, Timer};
+use crate::wake_probe::WakeProbe;
 
 pub(crate) use item::Inbound;
 
@@ -105,6 +106,9 @@ pin_project! {
         inner: S,
         #[pin]
         receive: ReceiveHalf<T>,
+        // With dead-peer detection: sees the inner stream's wake-ups, which
+        // are its only sign of a message still arriving.
+        probe: Option<WakeProbe>,
         done: bool,
     }
 }
@@ -116,15 +120,22 @@ impl<S> KeepaliveStream<S> {
         Self {
             inner,
             receive: ReceiveHalf::new(NoTimer, Encoding::Identity),
+            probe: None,
             done: false,
         }
     }
 
     /// Turns on [dead-peer detection](crate#dead-peer-detection): when
-    /// nothing at all, application message or keepalive, arrives for
-    /// `config`'s [peer timeout](Config::with_peer_timeout), the stream
-    /// yields `Err(KeepaliveError::PeerTimedOut(..))` and ends. Without a
-    /// peer timeout in `config` this does nothing.
+    /// nothing at all arrives for `config`'s
+    /// [peer timeout](Config::with_peer_timeout), the stream yields
+    /// `Err(KeepaliveError::PeerTimedOut(..))` and ends. Without a peer
+    /// timeout in `config` this does nothing.
+    ///
+    /// A message, keepalive or not, proves the peer alive, and so does every
+    /// wake-up of the inner stream that delivers no message: over a
+    /// [`GrpcCodec`](crate::codec::GrpcCodec)'s `Framed`, bytes of a large
+    /// message still arriving. So a message that takes longer than the
+    /// timeout to arrive does not end the stream while its bytes flow.
     ///
     /// Only ask for it when the peer sends keepalives (it knows that you
     /// remove them, and its interval is well below the timeout); otherwise a
@@ -154,12 +165,15 @@ impl<S> KeepaliveStream<S> {
         // The filter carries over: bytes already read, and a frame begun,
         // keep their meaning.
         let mut receive = self.receive.with_timer(timer);
+        let mut probe = None;
         if let Some(timeout) = config.peer_timeout() {
             receive = receive.watch_now(timeout);
+            probe = Some(WakeProbe::new());
         }
         KeepaliveStream {
             inner: self.inner,
             receive,
+            probe,
             done: self.done,
         }
     }
@@ -242,10 +256,18 @@ where
             return Poll::Ready(None);
         }
         // The inner stream first: a message that is already there is a sign
-        // of life, even if the deadline has passed meanwhile.
+        // of life, even if the deadline has passed meanwhile, and so is a
+        // wake-up of the inner stream that brought only part of one.
+        if this.probe.as_ref().is_some_and(WakeProbe::take_woken) {
+            this.receive.as_mut().on_bytes();
+        }
         let mut removed = 0;
         loop {
-            match this.inner.as_mut().poll_next(cx) {
+            let polled = match this.probe {
+                Some(probe) => probe.poll(cx, |cx| this.inner.as_mut().poll_next(cx)),
+                None => this.inner.as_mut().poll_next(cx),
+            };
+            match polled {
                 Poll::Ready(Some(Ok(message))) => {
                     this.receive.as_mut().on_bytes();
                     let class = this

@@ -419,3 +419,51 @@ fn asynchronous_codec_frames_the_same_messages() {
     block_on(framed.send(Message::compressed(Bytes::from_static(b"z")))).unwrap();
     assert_eq!(framed.into_inner(), [1, 0, 0, 0, 1, b'z']);
 }
+
+/// Dead-peer detection over the codec: a large message that takes several
+/// peer timeouts to arrive, in chunks well inside the timeout, is delivered
+/// whole (its bytes prove the peer alive, although no message completes);
+/// when the bytes stop halfway through the next one, the peer is reported.
+#[tokio::test]
+async fn a_large_message_arriving_slowly_keeps_a_watched_stream_alive() {
+    use std::time::{Duration, Instant};
+
+    use inlinekeepalive::{timer::TokioTimer, Config, KeepaliveError};
+    use tokio::io::AsyncWriteExt;
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    const CHUNK: usize = 1000;
+    const GAP: Duration = Duration::from_millis(50);
+    let payload = vec![0x42u8; 20 * CHUNK]; // 20 gaps: about 3 timeouts
+    let wire = frame(&payload);
+    let half_of_the_next = wire[..CHUNK].to_vec();
+
+    let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+    let config = Config::default().with_peer_timeout(TIMEOUT).unwrap();
+    let mut stream = KeepaliveStream::new(FramedRead::new(ours, GrpcCodec::new()))
+        .detect_dead_peer(TokioTimer, config);
+    let sending = tokio::spawn(async move {
+        for chunk in wire.chunks(CHUNK) {
+            peer.write_all(chunk).await.unwrap();
+            tokio::time::sleep(GAP).await;
+        }
+        // Half of the next message, then silence with the connection open.
+        peer.write_all(&half_of_the_next).await.unwrap();
+        peer
+    });
+
+    let started = Instant::now();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.payload(), &payload[..]);
+    assert!(started.elapsed() > 2 * TIMEOUT, "{:?}", started.elapsed());
+    let _peer = sending.await.unwrap();
+
+    let silent = Instant::now();
+    match stream.next().await {
+        Some(Err(KeepaliveError::PeerTimedOut(e))) => assert!(e.silent_for >= TIMEOUT),
+        other => panic!("expected the silent peer to be reported, got {other:?}"),
+    }
+    assert!(silent.elapsed() < 10 * TIMEOUT, "{:?}", silent.elapsed());
+    assert!(stream.next().await.is_none());
+    assert_eq!(stream.stats().peer_timeouts, 1);
+}
