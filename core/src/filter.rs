@@ -463,10 +463,13 @@ impl FrameFilter {
         }
     }
 
-    /// Classifies one whole message of a transport that frames messages
-    /// itself (a WebSocket, a QUIC stream, a codec), and counts it in
-    /// [`stats`](Self::stats) as [`step`](Self::step) counts frames: the
-    /// caller drops a [`Classification::Keepalive`] and delivers the rest.
+    /// Classifies one whole, uncompressed message of a transport that frames
+    /// messages itself (a WebSocket, a QUIC stream): exactly
+    /// [`classify_frame`](Self::classify_frame) with the compressed flag
+    /// clear, so a message longer than [`MAX_KEEPALIVE_LEN`] is passed unread
+    /// (and never counted as a collision), as [`step`](Self::step) passes
+    /// such a frame. The caller drops a [`Classification::Keepalive`] and
+    /// delivers the rest.
     ///
     /// ```
     /// use inlinekeepalive_core::{wire, Classification, FrameFilter};
@@ -477,12 +480,7 @@ impl FrameFilter {
     /// assert_eq!((filter.stats().keepalives_removed, filter.stats().frames_passed), (1, 1));
     /// ```
     pub fn classify_message(&mut self, payload: &[u8]) -> Classification {
-        let class = classify(payload);
-        match class {
-            Classification::Keepalive => self.stats.keepalives_removed += 1,
-            class => self.count_passed(class),
-        }
-        class
+        self.classify_frame(false, payload)
     }
 
     /// Classifies one whole message as it arrived from a codec, with the
@@ -851,6 +849,39 @@ mod tests {
         f.insert(0, 0);
         f.extend_from_slice(payload);
         f
+    }
+
+    /// Whole messages are counted as the byte filter counts their frames,
+    /// long ones included: a keepalive-shaped message over
+    /// `MAX_KEEPALIVE_LEN` is passed unread, not counted as a collision.
+    #[test]
+    fn classify_message_counts_as_step_counts_frames() {
+        let mut long = StdVec::new();
+        for _ in 0..4 {
+            long.extend_from_slice(&crate::wire::KEEPALIVE_MESSAGE);
+        }
+        assert!(long.len() > MAX_KEEPALIVE_LEN);
+        let collision = [0x82, 0x90, 0xbc, 0xfd, 0x02, 0x01, b'x'];
+        let messages: [&[u8]; 4] = [&crate::wire::KEEPALIVE_MESSAGE, &long, &collision, b"hi"];
+
+        let mut by_frame = FrameFilter::new();
+        let wire: StdVec<u8> = messages.iter().flat_map(|m| frame(m)).collect();
+        run(&mut by_frame, &[&wire]).1.unwrap();
+        let mut by_message = FrameFilter::new();
+        let classes: StdVec<_> = messages
+            .iter()
+            .map(|m| by_message.classify_message(m))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                Classification::Keepalive,
+                Classification::Application,
+                Classification::Collision,
+                Classification::Application
+            ]
+        );
+        assert_eq!(by_message.stats(), by_frame.stats());
     }
 
     #[test]
