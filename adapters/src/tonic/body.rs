@@ -285,10 +285,19 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let mut removed = 0;
+    // Work done in this poll with nothing to return yet: each filter step
+    // that yielded nothing (a keepalive removed, bytes held back) and each
+    // DATA frame taken from the inner body. Counting the frames too bounds a
+    // peer that sends only empty DATA frames, which no filter step sees.
+    let mut spent = 0;
     loop {
         if *failed {
             return Poll::Ready(None);
+        }
+        if spent >= KEEPALIVES_PER_POLL {
+            // Nothing for the caller so far: let the executor run others.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if !pending.is_empty() {
             let step = step(half.as_mut(), pending);
@@ -296,12 +305,7 @@ where
             match step {
                 Ok(Some(bytes)) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 Ok(None) => {
-                    removed += 1;
-                    if removed >= KEEPALIVES_PER_POLL {
-                        // Only keepalives so far: let the executor run others.
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
+                    spent += 1;
                     continue;
                 }
                 Err(error) => return Poll::Ready(Some(Err(malformed(pending, failed, error)))),
@@ -310,6 +314,7 @@ where
         match inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
+                    spent += 1;
                     if !data.is_empty() {
                         // Any byte proves the peer alive, a whole message or not.
                         half.as_mut().on_bytes();
@@ -493,5 +498,99 @@ fn poll_keepalive(
             tracing::trace!(target: "inlinekeepalive", "sending an inline keepalive");
             return Poll::Ready(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    /// A peer's request body: `empty` zero-length DATA frames (which h2
+    /// passes on as empty chunks), then `message`; counts its polls.
+    struct EmptyFrames {
+        empty: usize,
+        message: Option<Bytes>,
+        polled: Arc<AtomicUsize>,
+    }
+
+    impl Body for EmptyFrames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.polled.fetch_add(1, Ordering::SeqCst);
+            if self.empty > 0 {
+                self.empty -= 1;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::new()))));
+            }
+            Poll::Ready(self.message.take().map(|m| Ok(Frame::data(m))))
+        }
+    }
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn empty_data_frames_count_toward_the_per_poll_budget() {
+        const EMPTY: usize = 10_000;
+        let message = Bytes::from_static(&[0, 0, 0, 0, 1, 0x2a]);
+        let polled = Arc::new(AtomicUsize::new(0));
+        let inner = EmptyFrames {
+            empty: EMPTY,
+            message: Some(message.clone()),
+            polled: polled.clone(),
+        };
+        let body = KeepaliveBody::inbound(
+            inner,
+            Encoding::Identity,
+            &Config::default(),
+            PeerSends::Maybe,
+            KeepaliveStats::new(),
+        );
+        let mut body = std::pin::pin!(body);
+        let wakes = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        // The first poll stops within the budget and asks to be polled again
+        // at once, rather than draining every empty frame in one go.
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        let budget = KEEPALIVES_PER_POLL as usize;
+        assert!(polled.load(Ordering::SeqCst) <= budget);
+
+        // Polled again, as the wake-up asks, it gets through to the message.
+        let mut polls = 1;
+        let data = loop {
+            polls += 1;
+            match body.as_mut().poll_frame(&mut cx) {
+                Poll::Pending => assert_eq!(wakes.0.load(Ordering::SeqCst), polls),
+                Poll::Ready(Some(Ok(frame))) => break frame.into_data().unwrap(),
+                Poll::Ready(other) => panic!("expected the message, got {other:?}"),
+            }
+        };
+        assert_eq!(data, message);
+        assert!(polls >= EMPTY / budget, "{polls} polls");
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
     }
 }
