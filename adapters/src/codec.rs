@@ -72,6 +72,26 @@ use inlinekeepalive_core::wire::{self, EncodeError, FrameHeader, FRAME_HEADER_LE
 /// gRPC's default limit on a received message: 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
+/// The most bytes a buffer can hold: no allocation exceeds `isize::MAX`
+/// bytes. Every frame fits on a 64-bit target; on a 32-bit one a header can
+/// announce more.
+const MAX_BUFFERED: usize = isize::MAX as usize;
+
+/// The length of the whole frame (header and payload) whose header
+/// announces `len` payload bytes, or `None` when the payload is over the
+/// limit `max` or the frame longer than `max_buffered` (a parameter only so
+/// that tests can use a 32-bit target's bound). Summed in `u64`: in `usize`,
+/// `5 + len` overflows on a 32-bit target whose limit is raised near
+/// `usize::MAX`, and a frame longer than a buffer can hold would make the
+/// decoder's `reserve` panic; a peer must not be able to do either.
+fn frame_len(len: u32, max: usize, max_buffered: usize) -> Option<usize> {
+    let frame = u64::from(len) + FRAME_HEADER_LEN as u64;
+    if u64::from(len) > max as u64 || frame > max_buffered as u64 {
+        return None;
+    }
+    usize::try_from(frame).ok()
+}
+
 /// One gRPC message: its payload (without the 5-byte prefix) and the
 /// compressed flag of its frame.
 ///
@@ -195,7 +215,9 @@ impl From<Bytes> for Message {
 /// [`max_message_size`](Self::max_message_size) bytes (by default
 /// [`DEFAULT_MAX_MESSAGE_SIZE`], 4 MiB, gRPC's default) fails with
 /// [`CodecError::TooLarge`] as soon as its header is read: whatever a header
-/// declares, the codec reserves at most the limit. The limit applies to
+/// declares, the codec reserves at most the limit. On a 32-bit target a
+/// frame must also fit in one buffer (`isize::MAX` bytes), whatever the
+/// limit: a longer one fails with `TooLarge` too. The limit applies to
 /// decoding, as gRPC's default one does; encoding refuses only a payload no
 /// frame can carry (over `u32::MAX` bytes).
 ///
@@ -275,11 +297,9 @@ impl GrpcCodec {
     /// frame boundary: asynchronous-codec's `FramedRead` ends a stream whose
     /// buffer is empty without asking [`decode_eof`](Self::decode_message_eof).
     fn decode_message(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {
-        let Some(header) = self.peek_header(src)? else {
+        let Some((header, frame_len)) = self.peek_header(src)? else {
             return Ok(None);
         };
-        let len = header.len as usize;
-        let frame_len = FRAME_HEADER_LEN + len;
         if src.len() < frame_len {
             // Room for the rest of the frame: at most the limit and a header,
             // checked by `peek_header`.
@@ -300,8 +320,9 @@ impl GrpcCodec {
     }
 
     /// The header at the front of `src`, checked against the rules and the
-    /// limit; `None` while fewer than 5 bytes are there.
-    fn peek_header(&self, src: &[u8]) -> Result<Option<FrameHeader>, CodecError> {
+    /// limit, with the length of its whole frame; `None` while fewer than 5
+    /// bytes are there.
+    fn peek_header(&self, src: &[u8]) -> Result<Option<(FrameHeader, usize)>, CodecError> {
         let header = match src.first_chunk::<FRAME_HEADER_LEN>() {
             Some(bytes) => FrameHeader::parse(*bytes),
             // A broken stream fails at its first bad byte, not four later.
@@ -314,14 +335,14 @@ impl GrpcCodec {
             flag,
             offset: self.offset,
         })?;
-        if u64::from(header.len) > self.max_message_size as u64 {
-            return Err(CodecError::TooLarge {
+        match frame_len(header.len, self.max_message_size, MAX_BUFFERED) {
+            Some(frame_len) => Ok(Some((header, frame_len))),
+            None => Err(CodecError::TooLarge {
                 len: header.len,
-                max: self.max_message_size,
+                max: self.max_message_size.min(MAX_BUFFERED - FRAME_HEADER_LEN),
                 offset: self.offset,
-            });
+            }),
         }
-        Ok(Some(header))
     }
 
     /// [`decode_message`](Self::decode_message) at the end of the stream:
@@ -334,7 +355,9 @@ impl GrpcCodec {
             return Ok(None);
         }
         let missing = match self.peek_header(src)? {
-            Some(header) => FRAME_HEADER_LEN as u64 + u64::from(header.len) - src.len() as u64,
+            // `decode_message` left the frame, so `src` is shorter than it;
+            // saturating all the same, so that a bug cannot become a panic.
+            Some((_, frame_len)) => frame_len.saturating_sub(src.len()) as u64,
             None => (FRAME_HEADER_LEN - src.len()) as u64,
         };
         Err(CodecError::Truncated {
@@ -433,7 +456,9 @@ pub enum CodecError {
     TooLarge {
         /// The length the header announces.
         len: u32,
-        /// The limit, [`GrpcCodec::max_message_size`].
+        /// The limit, [`GrpcCodec::max_message_size`]; on a 32-bit target,
+        /// at most the largest payload a buffer can hold (`isize::MAX`
+        /// bytes less the 5-byte header).
         max: usize,
         /// The frame's offset in the stream.
         offset: u64,
@@ -501,5 +526,32 @@ impl From<CodecError> for io::Error {
             CodecError::Encode(_) => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a 32-bit target would compute, with the limit raised to its
+    /// `usize::MAX`: no length the header can announce may overflow or
+    /// exceed what a buffer can hold (`isize::MAX` bytes); those are
+    /// refused instead.
+    #[test]
+    fn frame_len_fits_a_32_bit_target_whatever_the_limit() {
+        let (max, max_buffered) = (u32::MAX as usize, i32::MAX as usize);
+        assert_eq!(frame_len(0, max, max_buffered), Some(FRAME_HEADER_LEN));
+        let largest = i32::MAX as u32 - FRAME_HEADER_LEN as u32;
+        assert_eq!(frame_len(largest, max, max_buffered), Some(max_buffered));
+        for len in [largest + 1, u32::MAX - 5, u32::MAX - 4, u32::MAX] {
+            assert_eq!(frame_len(len, max, max_buffered), None, "{len}");
+        }
+    }
+
+    #[test]
+    fn frame_len_applies_the_limit() {
+        assert_eq!(frame_len(10, 10, MAX_BUFFERED), Some(15));
+        assert_eq!(frame_len(11, 10, MAX_BUFFERED), None);
+        assert_eq!(frame_len(u32::MAX, 0, MAX_BUFFERED), None);
     }
 }
