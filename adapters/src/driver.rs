@@ -44,10 +44,11 @@ pin_project! {
     /// application holds only the channel's sending end. One driver per
     /// stream, one timer per driver, dropped with it.
     ///
-    /// It resolves when every [`Sender`] is dropped, after sending what was
-    /// queued, flushing and closing the wrapper, with the wrapper itself: its
-    /// `stats()`, and the transport through `into_inner()` (for example to
-    /// shut a socket down). A transport error resolves it with that error.
+    /// It resolves when every [`Sender`] is dropped (or closed as a `Sink`),
+    /// after sending what was queued, flushing and closing the wrapper, with
+    /// the wrapper itself: its `stats()`, and the transport through
+    /// `into_inner()` (for example to shut a socket down). A transport error
+    /// resolves it with that error.
     /// Dropping it cancels the stream: items not yet sent are discarded, and
     /// the senders get [`DriverStopped`](crate::DriverStopped).
     ///

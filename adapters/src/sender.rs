@@ -31,7 +31,9 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, mpsc::Receiver<Command<
 /// [`KeepaliveSink`](crate::KeepaliveSink). Clone it to send from several
 /// places; items never interleave below item granularity. Dropping every
 /// sender ends the stream: the driver sends what was queued, closes the
-/// transport and resolves. It is also a `futures_sink::Sink`.
+/// transport and resolves. It is also a `futures_sink::Sink`, whose
+/// `poll_close` counts as dropping this sender: it ends this clone only,
+/// and the stream once every sender is dropped or closed.
 pub struct Sender<T> {
     tx: mpsc::Sender<Command<T>>,
 }
@@ -63,7 +65,8 @@ impl<T> Sender<T> {
         self.tx.start_send(command).map_err(|_| DriverStopped)
     }
 
-    /// Whether the driver has stopped.
+    /// Whether the driver has stopped, or this sender was closed through
+    /// `Sink::poll_close`: either way nothing more can be sent through it.
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -104,17 +107,21 @@ impl<T> Sink<T> for Sender<T> {
         Poll::Ready(Ok(()))
     }
 
+    /// Ends this sender only, as dropping it would: the driver goes on for
+    /// the other clones. `close_channel` would close the channel they share,
+    /// so a `forward` into one clone would stop the stream for all of them.
     fn poll_close(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Result<(), Self::Error>> {
-        self.tx.close_channel();
+        self.tx.disconnect();
         Poll::Ready(Ok(()))
     }
 }
 
 /// The driver has stopped (its transport failed, it finished, or it was
-/// dropped), so nothing more can be sent.
+/// dropped), so nothing more can be sent; also what a sender closed through
+/// `Sink::poll_close` returns.
 ///
 /// ```
 /// use inlinekeepalive::DriverStopped;

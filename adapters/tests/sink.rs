@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{executor::block_on, future, Sink, StreamExt};
+use futures::{executor::block_on, future, Sink, SinkExt, StreamExt};
 use inlinekeepalive::{wire, Config, KeepaliveSink, Policy};
-use support::{counting_waker, sink_keepalive, MockTimer, TestSink};
+use support::{counting_waker, poll_once, sink_keepalive, MockTimer, TestSink};
 
 const KA: &[u8] = &wire::KEEPALIVE_MESSAGE;
 
@@ -317,4 +317,31 @@ fn a_dropped_driver_stops_its_senders() {
     drop(driver);
     assert!(messages.is_closed());
     assert!(block_on(messages.send(b"x".to_vec())).is_err());
+}
+
+#[test]
+fn closing_one_sender_ends_only_that_clone() {
+    let (transport, peer) = futures::channel::mpsc::unbounded::<Vec<u8>>();
+    let sink = KeepaliveSink::new(transport, MockTimer::new(), Config::default());
+    let (mut messages, mut driver) = sink.into_driver(4);
+    // One clone forwards a finite stream, which closes it at the end; another
+    // is closed outright.
+    let mut forwarding = messages.clone();
+    let items = futures::stream::iter([Ok(b"a".to_vec()), Ok(b"b".to_vec())]);
+    block_on(items.forward(&mut forwarding)).unwrap();
+    let mut closed = messages.clone();
+    block_on(SinkExt::close(&mut closed)).unwrap();
+    assert!(closed.is_closed());
+    assert!(block_on(closed.send(b"late".to_vec())).is_err());
+    // The remaining sender still reaches a running driver.
+    assert!(poll_once(&mut driver).is_pending());
+    assert!(!messages.is_closed());
+    block_on(messages.send(b"c".to_vec())).unwrap();
+    assert!(poll_once(&mut driver).is_pending());
+    // Dropping the last one ends the stream.
+    drop((messages, forwarding, closed));
+    let sink = block_on(driver).unwrap();
+    assert!(sink.get_ref().is_closed(), "the driver closed the sink");
+    let received: Vec<Vec<u8>> = block_on(peer.collect());
+    assert_eq!(received, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
 }
