@@ -257,10 +257,9 @@ where
         }
         // The inner stream first: a message that is already there is a sign
         // of life, even if the deadline has passed meanwhile, and so is a
-        // wake-up of the inner stream that brought only part of one.
-        if this.probe.as_ref().is_some_and(WakeProbe::take_woken) {
-            this.receive.as_mut().on_bytes();
-        }
+        // wake-up of the inner stream that brought only part of one (it
+        // polls `Pending`). A wake-up that brought an error is none.
+        let woken = this.probe.as_ref().is_some_and(WakeProbe::take_woken);
         let mut removed = 0;
         loop {
             let polled = match this.probe {
@@ -296,7 +295,12 @@ where
                     let _ = this.receive.as_mut().finish();
                     return Poll::Ready(None);
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    if woken {
+                        this.receive.as_mut().on_bytes();
+                    }
+                    break;
+                }
             }
         }
         // Nothing to deliver: a silent peer ends the stream.
