@@ -10,7 +10,7 @@ use inlinekeepalive_core::wire::{FRAME_HEADER_LEN, MAX_KEEPALIVE_LEN};
 use inlinekeepalive_core::{Config, Encoding, FrameError, Output, PeerTimedOut};
 use pin_project_lite::pin_project;
 
-use crate::receive::{ReceiveHalf, ReceiveStats, KEEPALIVES_PER_POLL};
+use crate::receive::{ReceiveHalf, ReceiveStats, POLL_BUDGET};
 use crate::timer::{NoTimer, Timer};
 
 /// The most bytes the filter ever holds back: a header and a payload that
@@ -370,7 +370,7 @@ impl<R, T: Timer> KeepaliveReader<R, T> {
                 ReadState::Eof => return Poll::Ready(Ok(0)),
                 ReadState::Failed(failure) => return Poll::Ready(Err(failure.to_io())),
             }
-            if removed >= KEEPALIVES_PER_POLL {
+            if removed >= POLL_BUDGET {
                 // Only keepalives so far: let the executor run other tasks.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;

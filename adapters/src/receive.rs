@@ -16,10 +16,11 @@ use pin_project_lite::pin_project;
 use crate::sleep_slot::SleepSlot;
 use crate::timer::Timer;
 
-/// How many keepalives a wrapper removes in one poll before it yields to the
-/// executor (waking itself at once), so a peer that sends nothing but
-/// keepalives cannot hold an executor thread.
-pub(crate) const KEEPALIVES_PER_POLL: u32 = 64;
+/// How much work that gives the application nothing (keepalives removed,
+/// empty chunks taken) a wrapper does in one poll before it yields to the
+/// executor, waking itself at once: a peer that sends nothing but keepalives
+/// cannot hold an executor thread.
+pub(crate) const POLL_BUDGET: u32 = 64;
 
 /// Counters of a receiving wrapper ([`KeepaliveReader`](crate::KeepaliveReader),
 /// [`KeepaliveStream`](crate::KeepaliveStream)). They saturate.

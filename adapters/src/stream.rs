@@ -9,7 +9,7 @@ use inlinekeepalive_core::{Classification, Config, Encoding};
 use pin_project_lite::pin_project;
 
 use crate::error::KeepaliveError;
-use crate::receive::{ReceiveHalf, ReceiveStats, KEEPALIVES_PER_POLL};
+use crate::receive::{ReceiveHalf, ReceiveStats, POLL_BUDGET};
 use crate::timer::{NoTimer, Timer};
 use crate::wake_probe::WakeProbe;
 
@@ -276,7 +276,7 @@ where
                     match class {
                         Classification::Keepalive => {
                             removed += 1;
-                            if removed >= KEEPALIVES_PER_POLL {
+                            if removed >= POLL_BUDGET {
                                 cx.waker().wake_by_ref();
                                 return Poll::Pending;
                             }

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::KeepaliveStats;
 use crate::core::{wire, Config, Encoding, FrameError, Output};
-use crate::receive::{ReceiveHalf, KEEPALIVES_PER_POLL};
+use crate::receive::{ReceiveHalf, POLL_BUDGET};
 use crate::send::SendHalf;
 use crate::timer::TokioTimer;
 
@@ -294,7 +294,7 @@ where
         if *failed {
             return Poll::Ready(None);
         }
-        if spent >= KEEPALIVES_PER_POLL {
+        if spent >= POLL_BUDGET {
             // Nothing for the caller so far: let the executor run others.
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -573,7 +573,7 @@ mod tests {
         // at once, rather than draining every empty frame in one go.
         assert!(body.as_mut().poll_frame(&mut cx).is_pending());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-        let budget = KEEPALIVES_PER_POLL as usize;
+        let budget = POLL_BUDGET as usize;
         assert!(polled.load(Ordering::SeqCst) <= budget);
 
         // Polled again, as the wake-up asks, it gets through to the message.
