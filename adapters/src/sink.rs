@@ -232,8 +232,8 @@ impl<Si: Sink<M>, M, T: Timer> KeepaliveSink<Si, M, T> {
     /// is unknown or refused), while your `poll_ready` holds the inner
     /// sink's readiness (your `start_send` wakes it), and after close; it
     /// resolves with the inner sink's error if sending or flushing a
-    /// keepalive fails (no keepalive is sent after that). Cancel-safe: a keepalive handed over and not yet flushed
-    /// is flushed by the next call.
+    /// keepalive fails (no keepalive is sent after that). Cancel-safe: a
+    /// keepalive handed over and not yet flushed is flushed by the next call.
     ///
     /// ```
     /// # futures::executor::block_on(async {
