@@ -79,8 +79,10 @@ const JITTER_ONE: f32 = 65_536.0;
 ///
 /// Always valid: it is built by [`Config::new`] or [`Config::default`] and
 /// refined with the `with_*` methods, which check their argument. Durations
-/// are kept in whole milliseconds: the interval is rounded *down* (a keepalive never goes out later than asked)
-/// and the peer timeout *up* (a peer is never reported earlier than asked).
+/// are kept in whole milliseconds: the interval is rounded *down* (a
+/// keepalive never goes out later than asked), the peer timeout *up* (a peer
+/// is never reported earlier than asked), and the batch window *down* (so a
+/// window under 1 ms is no window: batching stays off, without an error).
 ///
 /// | setting | default | range |
 /// |---|---|---|
@@ -88,6 +90,7 @@ const JITTER_ONE: f32 = 65_536.0;
 /// | policy | [`Policy::Idle`] | |
 /// | jitter | 0.0 | 0.0 ..= 0.5 |
 /// | peer timeout | `None` (no dead-peer detection) | 1 ms ..= `u32::MAX` ms |
+/// | batch window | `None` (off) | 0 ..= interval / 2, rounded down to whole ms: under 1 ms is off |
 ///
 /// ```
 /// use core::time::Duration;
@@ -266,13 +269,15 @@ impl Config {
     /// same instant: one timer wake-up for all of them and, over one HTTP/2
     /// connection, one flush. A keepalive is never later than without it
     /// and at most one window earlier (so at most `window / interval` more
-    /// keepalives). Rounded down to whole milliseconds; zero turns it off
-    /// (the default). The adapters share one clock origin per process, so
-    /// every stream of a process shares the windows.
+    /// keepalives). Rounded down to whole milliseconds, so zero, and any
+    /// window under 1 ms, turns it off (the default) without an error. The
+    /// adapters share one clock origin per process, so every stream of a
+    /// process shares the windows.
     ///
     /// # Errors
     /// [`ConfigError::BatchWindowTooLong`] when `window` is longer than half
-    /// the interval (set the interval first).
+    /// the interval. Call it after [`Config::new`], which sets the interval
+    /// and resets every other setting to its default.
     ///
     /// ```
     /// use core::time::Duration;
@@ -285,6 +290,8 @@ impl Config {
     ///     Config::new(Duration::from_secs(1))?.with_batch_window(Duration::from_millis(501)),
     ///     Err(ConfigError::BatchWindowTooLong)
     /// );
+    /// // Under 1 ms: rounded down to 0, which is off.
+    /// assert_eq!(Config::default().with_batch_window(Duration::from_micros(999))?.batch_window(), None);
     /// # Ok::<(), ConfigError>(())
     /// ```
     pub fn with_batch_window(self, window: Duration) -> Result<Self, ConfigError> {
