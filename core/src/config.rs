@@ -197,7 +197,8 @@ impl Config {
     }
 
     /// This configuration with jitter: each wait is shortened by a uniformly
-    /// random fraction in `[0, jitter]` of the interval, so streams opened
+    /// random fraction in `[0, jitter)` of the interval (`jitter` kept in
+    /// steps of 1/65536, the wait in whole microseconds), so streams opened
     /// together do not send in lockstep. Give each machine its own seed
     /// (the adapters do; the sans-IO
     /// [`Keepalive::with_seed`](crate::Keepalive::with_seed) takes it).

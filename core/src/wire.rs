@@ -42,9 +42,10 @@ pub const MAX_KEEPALIVE_LEN: usize = 64;
 /// big-endian `u32` payload length.
 pub const FRAME_HEADER_LEN: usize = 5;
 
-/// The flag byte of a gRPC-Web trailers frame: the most significant bit
-/// set, the low bit saying whether the trailers are compressed (`0x81`).
-/// It appears only as the last frame of a gRPC-Web response body; see
+/// The flag byte of a gRPC-Web trailers frame, `0x80`: the most significant
+/// bit set. The low bit says whether the trailers are compressed, so
+/// compressed trailers have the flag `0x81`. It appears only as the last
+/// frame of a gRPC-Web response body; see
 /// [`Framing::GrpcWeb`](crate::Framing::GrpcWeb).
 pub const GRPC_WEB_TRAILERS_FLAG: u8 = 0x80;
 
