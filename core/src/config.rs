@@ -199,9 +199,25 @@ impl Config {
     /// This configuration with jitter: each wait is shortened by a uniformly
     /// random fraction in `[0, jitter)` of the interval (`jitter` kept in
     /// steps of 1/65536, the wait in whole microseconds), so streams opened
-    /// together do not send in lockstep. Give each machine its own seed
-    /// (the adapters do; the sans-IO
-    /// [`Keepalive::with_seed`](crate::Keepalive::with_seed) takes it).
+    /// together do not send in lockstep.
+    ///
+    /// The random fractions come from a generator seeded per stream, and two
+    /// streams with the same seed (and the same configuration and inputs)
+    /// wait exactly as long, so the seeds must differ:
+    ///
+    /// - the tonic layers give every stream its own seed, from a counter that
+    ///   the layer and its clones share and that starts from the wall clock,
+    ///   so streams differ within a layer, and between layers and processes;
+    /// - `KeepaliveWriter` and `KeepaliveSink` take one with their
+    ///   `with_seed`. Without it they keep the default of
+    ///   [`Keepalive::new`](crate::Keepalive::new), which is derived from the
+    ///   `now` it is given: for them, the instant of their creation, in
+    ///   microseconds. Two created in the same microsecond then share their
+    ///   jitter, so when you open many at once, pass `with_seed` (a stream
+    ///   id, or a counter);
+    /// - the sans-IO [`Keepalive`](crate::Keepalive) takes one with
+    ///   [`Keepalive::with_seed`](crate::Keepalive::with_seed); its default is
+    ///   derived from the `now` given to [`Keepalive::new`](crate::Keepalive::new).
     ///
     /// # Errors
     /// [`ConfigError::JitterOutOfRange`] if `jitter` is NaN or not within
