@@ -352,6 +352,7 @@ impl Keepalive {
     /// ka.handle_timeout(ms(10_000));
     /// assert_eq!(ka.poll_timeout(), Some(ms(25_000)));
     /// ```
+    #[must_use = "after `Some`, re-arm the timer at `poll_timeout` (or call `handle_timeout` if it has passed)"]
     #[inline]
     pub fn on_sent_with(&mut self, now: impl FnOnce() -> Instant) -> Option<Instant> {
         // The hot path: a message inside a sampling period.
