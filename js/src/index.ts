@@ -21,5 +21,5 @@ export { inlineKeepalives } from "./interceptor.js";
 export type {
   InlineKeepaliveInterceptor,
   InlineKeepaliveOptions,
-  KeepaliveStats,
+  InterceptorStats,
 } from "./interceptor.js";

@@ -13,8 +13,11 @@ import type { Interceptor, StreamResponse } from "@connectrpc/connect";
 import { METADATA_KEY, METADATA_VALUE } from "./classify.js";
 import { classifyMessage } from "./message.js";
 
-/** What an interceptor has seen, over all the calls it intercepted. */
-export interface KeepaliveStats {
+/**
+ * What one interceptor has seen, summed over all the calls it intercepted
+ * (the Rust tonic layers count per stream instead).
+ */
+export interface InterceptorStats {
   /** Keepalives removed from response streams. */
   keepalivesRemoved: number;
   /**
@@ -44,7 +47,7 @@ export interface InlineKeepaliveOptions {
 /** An interceptor that also counts what it did. */
 export type InlineKeepaliveInterceptor = Interceptor & {
   /** Live counters, updated as responses are iterated. */
-  readonly stats: KeepaliveStats;
+  readonly stats: InterceptorStats;
 };
 
 /**
@@ -69,7 +72,7 @@ export type InlineKeepaliveInterceptor = Interceptor & {
 export function inlineKeepalives(
   options: InlineKeepaliveOptions = {},
 ): InlineKeepaliveInterceptor {
-  const stats: KeepaliveStats = {
+  const stats: InterceptorStats = {
     keepalivesRemoved: 0,
     collisions: 0,
     messagesDelivered: 0,
@@ -94,7 +97,7 @@ export function inlineKeepalives(
 async function* withoutKeepalives(
   messages: AsyncIterable<Message>,
   method: DescMethod,
-  stats: KeepaliveStats,
+  stats: InterceptorStats,
   options: InlineKeepaliveOptions,
 ): AsyncGenerator<Message> {
   const schema = method.output;

@@ -12,7 +12,7 @@ import {
   inlineKeepalives,
   type Classification,
   type InlineKeepaliveInterceptor,
-  type KeepaliveStats,
+  type InterceptorStats,
 } from "../../dist/index.js";
 
 const keepalives: InlineKeepaliveInterceptor = inlineKeepalives({
@@ -23,7 +23,7 @@ const asInterceptor: Interceptor = keepalives;
 webTransport({ baseUrl: "https://api.example.com", interceptors: [keepalives] });
 nodeTransport({ baseUrl: "http://127.0.0.1:8080", httpVersion: "2", interceptors: [asInterceptor] });
 
-const stats: KeepaliveStats = keepalives.stats;
+const stats: InterceptorStats = keepalives.stats;
 const removed: number = stats.keepalivesRemoved;
 const announced: boolean | undefined = stats.serverAnnounced;
 const byBytes: Classification = classify(new Uint8Array());
