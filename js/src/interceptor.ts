@@ -22,7 +22,14 @@ export interface InterceptorStats {
   keepalivesRemoved: number;
   /**
    * Messages delivered that use field 100000000 without being a keepalive
-   * (a schema using the reserved number).
+   * (a schema using the reserved number), whatever their length.
+   *
+   * The Rust receivers count fewer: they examine only messages of at most
+   * 64 bytes on the wire and pass longer ones on unread, so a long message
+   * using field 100000000 is a collision here and not there. The
+   * interceptor sees decoded messages, whose wire length it cannot know
+   * (re-encoding need not give the same bytes), so it cannot apply that
+   * limit; it examines every streamed message instead.
    */
   collisions: number;
   /** Messages delivered to the application, collisions included. */
@@ -40,7 +47,10 @@ export interface InterceptorStats {
 export interface InlineKeepaliveOptions {
   /** Called after each keepalive removed. */
   onKeepalive?: (method: DescMethod) => void;
-  /** Called for each collision, which is delivered as usual. */
+  /**
+   * Called for each collision (see {@link InterceptorStats.collisions}),
+   * which is delivered as usual.
+   */
   onCollision?: (method: DescMethod, message: Message) => void;
 }
 

@@ -11,6 +11,13 @@
  * known field set is never a keepalive (a collision if it also carries
  * field 100000000).
  *
+ * Every message is classified, whatever its length. The Rust receivers
+ * examine only messages of at most 64 bytes on the wire and pass longer
+ * ones on unread, so they do not count a long message that uses field
+ * 100000000 as a collision, while this rule does. A decoded message's wire
+ * length is not known here (re-encoding it need not give the sender's
+ * bytes), so the two cannot be made to agree.
+ *
  * Where decoding hides what the bytes said:
  * - a proto3 field without presence that the sender wrote with its default
  *   value (which protobuf encoders never do) is invisible after decoding, so

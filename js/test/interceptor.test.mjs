@@ -95,6 +95,36 @@ describe("inlineKeepalives()", () => {
     assert.deepEqual(collisions, [1n]);
   });
 
+  it("counts a collision whatever its length, unlike the Rust receivers", async () => {
+    // The Rust filter examines only messages of at most 64 bytes; the
+    // interceptor cannot know a decoded message's wire length, so it
+    // examines all of them (README and InterceptorStats.collisions say so).
+    const long = collision(3n);
+    long.payload = new Uint8Array(200);
+    const thrice = new Uint8Array(3 * KEEPALIVE_MESSAGE.length);
+    for (let i = 0; i < 3; i++) thrice.set(KEEPALIVE_MESSAGE, i * KEEPALIVE_MESSAGE.length);
+    const keepaliveShaped = create(ItemSchema); // 66 bytes of signatures: too long to be a keepalive
+    keepaliveShaped.$unknown = fromBinary(EmptySchema, thrice).$unknown;
+    const interceptor = inlineKeepalives();
+    const client = createClient(
+      EchoService,
+      createRouterTransport(({ service }) => {
+        service(EchoService, {
+          async *watch() {
+            yield long;
+            yield keepaliveShaped;
+            yield keepalive();
+          },
+        });
+      }, { transport: { interceptors: [interceptor] } }),
+    );
+    const got = await iterate(client);
+    assert.deepEqual(got.map((item) => [item.seq, item.payload.length]), [[3n, 200], [0n, 0]]);
+    assert.equal(interceptor.stats.collisions, 2);
+    assert.equal(interceptor.stats.keepalivesRemoved, 1);
+    assert.equal(interceptor.stats.messagesDelivered, 2);
+  });
+
   it("without it, a keepalive reaches the application as an empty message", async () => {
     const seen = [];
     const client = createClient(EchoService, server([keepalive(), create(ItemSchema, { seq: 5n })], seen));
