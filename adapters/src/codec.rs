@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Both take the codec's [`Message`], which carries gRPC's compressed flag:
-//! with [`KeepaliveStream::grpc_encoding`](crate::KeepaliveStream::grpc_encoding)
+//! with [`KeepaliveStream::with_grpc_encoding`](crate::KeepaliveStream::with_grpc_encoding)
 //! the stream also removes the keepalives a Go peer sends compressed under
 //! `grpc-encoding: gzip`.
 //!

@@ -17,12 +17,12 @@ use crate::PeerTimedOut;
 /// ```
 /// use std::time::Duration;
 /// use futures::{stream, StreamExt};
-/// use inlinekeepalive::{timer::FuturesTimer, Config, KeepaliveStream, PeerTimedOut};
+/// use inlinekeepalive::{timer::FuturesTimer, KeepaliveStream, PeerTimedOut};
 ///
 /// # futures::executor::block_on(async {
-/// let config = Config::default().with_peer_timeout(Duration::from_millis(5))?;
 /// let silent = stream::pending::<Result<Vec<u8>, std::io::Error>>();
-/// let mut stream = KeepaliveStream::new(silent).detect_dead_peer(FuturesTimer, config);
+/// let mut stream =
+///     KeepaliveStream::new(silent).detect_dead_peer(FuturesTimer, Duration::from_millis(5));
 /// let e = stream.next().await.unwrap().unwrap_err();
 /// assert!(e.is_peer_timed_out());
 /// assert!(e.to_string().starts_with("peer sent nothing"));
@@ -31,8 +31,7 @@ use crate::PeerTimedOut;
 /// let io: std::io::Error = e.into();
 /// assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
 /// assert!(io.get_ref().unwrap().downcast_ref::<PeerTimedOut>().is_some());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -33,9 +33,10 @@
 //! # Dead-peer detection
 //!
 //! HTTP/2 PINGs cannot tell whether a peer behind a proxy is alive, but a
-//! peer that sends inline keepalives proves it with bytes. With a
-//! [peer timeout](Config::with_peer_timeout), every receiving wrapper
-//! watches its peer:
+//! peer that sends inline keepalives proves it with bytes. Given a peer
+//! timeout (`detect_dead_peer(timer, timeout)` on [`KeepaliveReader`] and
+//! [`KeepaliveStream`], [`Config::with_peer_timeout`] for the tonic layers),
+//! every receiving wrapper watches its peer:
 //!
 //! - **any received byte proves the peer alive**: keepalives, application
 //!   messages, and every chunk of a large message still arriving (a

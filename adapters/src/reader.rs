@@ -4,10 +4,11 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use futures_io::AsyncRead;
 use inlinekeepalive_core::wire::{FRAME_HEADER_LEN, MAX_KEEPALIVE_LEN};
-use inlinekeepalive_core::{Config, Encoding, FrameError, Output, PeerTimedOut};
+use inlinekeepalive_core::{Encoding, FrameError, Output, PeerTimedOut};
 use pin_project_lite::pin_project;
 
 use crate::receive::{ReceiveHalf, ReceiveStats, POLL_BUDGET};
@@ -141,10 +142,11 @@ impl<R> KeepaliveReader<R> {
     }
 
     /// Turns on [dead-peer detection](crate#dead-peer-detection): when not a
-    /// single byte arrives for `config`'s peer timeout, reads fail with
+    /// single byte arrives for `timeout`, reads fail with
     /// [`io::ErrorKind::TimedOut`] (inner error
-    /// [`PeerTimedOut`](crate::PeerTimedOut)). The error is sticky. Without
-    /// a peer timeout in `config` this does nothing.
+    /// [`PeerTimedOut`](crate::PeerTimedOut)). The error is sticky. Call it
+    /// whenever the peer's support becomes known: what was read so far
+    /// keeps its meaning, and the watch starts now.
     ///
     /// Only ask for it when the peer sends keepalives (it knows that you
     /// remove them, and its interval is well below the timeout); otherwise a
@@ -152,26 +154,20 @@ impl<R> KeepaliveReader<R> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use inlinekeepalive::{timer::FuturesTimer, Config, KeepaliveReader};
+    /// use inlinekeepalive::{timer::FuturesTimer, KeepaliveReader};
     ///
-    /// let config = Config::new(Duration::from_secs(20))?
-    ///     .with_peer_timeout(Duration::from_secs(60))?;
+    /// // The peer sends a keepalive every 20 s: two of its intervals and some.
     /// let reader = KeepaliveReader::new(futures::io::empty())
-    ///     .detect_dead_peer(FuturesTimer, config);
+    ///     .detect_dead_peer(FuturesTimer, Duration::from_secs(45));
     /// # drop(reader);
-    /// # Ok::<(), inlinekeepalive::ConfigError>(())
     /// ```
     #[must_use]
-    pub fn detect_dead_peer<T: Timer>(self, timer: T, config: Config) -> KeepaliveReader<R, T> {
-        // The filter carries over: bytes already read, and a frame begun,
-        // keep their meaning.
-        let mut receive = self.receive.with_timer(timer);
-        if let Some(timeout) = config.peer_timeout() {
-            receive = receive.watch_now(timeout);
-        }
+    pub fn detect_dead_peer<T: Timer>(self, timer: T, timeout: Duration) -> KeepaliveReader<R, T> {
         KeepaliveReader {
             inner: self.inner,
-            receive,
+            // The filter carries over: bytes already read, and a frame
+            // begun, keep their meaning.
+            receive: self.receive.with_timer(timer).watch_now(timeout),
             pending: self.pending,
             pending_start: self.pending_start,
             pending_end: self.pending_end,
@@ -183,31 +179,30 @@ impl<R> KeepaliveReader<R> {
 impl<R, T: Timer> KeepaliveReader<R, T> {
     /// Sets the stream's `grpc-encoding`, which says how frames flagged as
     /// compressed are encoded, so that keepalives a peer sent compressed are
-    /// recognised too. Call it before the first read: the encoding belongs to
-    /// the whole stream, and once bytes were read it is left unchanged.
+    /// recognised too. It applies from the next frame on.
     ///
     /// ```
     /// use inlinekeepalive::{core::Encoding, KeepaliveReader};
-    /// let reader = KeepaliveReader::new(futures::io::empty()).encoding(Encoding::Gzip);
+    /// let reader = KeepaliveReader::new(futures::io::empty()).with_encoding(Encoding::Gzip);
     /// # drop(reader);
     /// ```
     #[must_use]
-    pub fn encoding(mut self, encoding: Encoding) -> Self {
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
         self.receive.set_encoding(encoding);
         self
     }
 
-    /// [`encoding`](Self::encoding) from a `grpc-encoding` header value
+    /// [`with_encoding`](Self::with_encoding) from a `grpc-encoding` header value
     /// (`gzip`, `deflate`, `identity`, ...; case-insensitive).
     ///
     /// ```
     /// use inlinekeepalive::KeepaliveReader;
-    /// let reader = KeepaliveReader::new(futures::io::empty()).grpc_encoding("deflate");
+    /// let reader = KeepaliveReader::new(futures::io::empty()).with_grpc_encoding("deflate");
     /// # drop(reader);
     /// ```
     #[must_use]
-    pub fn grpc_encoding(self, value: &str) -> Self {
-        self.encoding(Encoding::from_grpc_encoding(value))
+    pub fn with_grpc_encoding(self, value: &str) -> Self {
+        self.with_encoding(Encoding::from_grpc_encoding(value))
     }
 
     /// Counters: keepalives removed, collisions seen, frames passed on.

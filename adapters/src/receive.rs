@@ -8,8 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use inlinekeepalive_core::{
-    Classification, Encoding, FilterStats, FrameError, FrameFilter, PeerTimedOut, PeerWatchdog,
-    Step,
+    Classification, Encoding, FrameError, FrameFilter, PeerTimedOut, PeerWatchdog, Step,
 };
 use pin_project_lite::pin_project;
 
@@ -41,8 +40,9 @@ pub struct ReceiveStats {
     pub collisions: u64,
     /// Messages delivered to the application, collisions included.
     pub messages_passed: u64,
-    /// Silences reported as [`PeerTimedOut`] (at most one: it ends the stream).
-    pub peer_timeouts: u64,
+    /// Whether the peer was reported silent ([`PeerTimedOut`]), which ended
+    /// the stream.
+    pub peer_timed_out: bool,
 }
 
 /// When dead-peer detection starts.
@@ -109,15 +109,9 @@ impl<T: Timer> ReceiveHalf<T> {
         self
     }
 
-    /// The stream's encoding, while nothing was fed to the filter.
+    /// Sets the stream's encoding (see [`FrameFilter::set_encoding`]).
     pub(crate) fn set_encoding(&mut self, encoding: Encoding) {
-        // Nothing fed yet: no frame counted, and none begun (a frame that
-        // began leaves the filter off its boundary).
-        let untouched =
-            self.filter.stats() == FilterStats::default() && self.filter.is_at_boundary();
-        if untouched {
-            self.filter = FrameFilter::with_encoding(encoding);
-        }
+        self.filter.set_encoding(encoding);
     }
 
     /// Bytes arrived from the peer: it is alive, whatever they turn out to
@@ -200,7 +194,10 @@ impl<T: Timer> ReceiveHalf<T> {
             keepalives_removed: filter.keepalives_removed,
             collisions: filter.collisions,
             messages_passed: filter.frames_passed,
-            peer_timeouts: self.watchdog.as_ref().map_or(0, PeerWatchdog::timeouts),
+            peer_timed_out: self
+                .watchdog
+                .as_ref()
+                .is_some_and(|watchdog| watchdog.timeouts() > 0),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::executor::block_on;
 use futures::io::{AsyncRead, AsyncReadExt};
 use inlinekeepalive::wire::KEEPALIVE_FRAME;
-use inlinekeepalive::{Config, FrameError, KeepaliveReader, PeerTimedOut};
+use inlinekeepalive::{FrameError, KeepaliveReader, PeerTimedOut};
 use support::{
     compressed_frame, frame, gzip_keepalive, zlib_keepalive, Chunks, ChunkyPipe, MockTimer,
 };
@@ -185,12 +185,12 @@ fn inner_errors_pass_through_and_are_not_sticky() {
     assert_eq!(block_on(reader.read(&mut [0u8; 8])).unwrap(), 0);
 }
 
-/// `grpc_encoding` sets the stream's encoding (case-insensitively): a
+/// `with_grpc_encoding` sets the stream's encoding (case-insensitively): a
 /// keepalive that the peer compressed is then recognised and removed; without
 /// it (identity), or with the other encoding, the same frame is an ordinary
 /// compressed message and passes untouched.
 #[test]
-fn grpc_encoding_is_a_builder_option() {
+fn with_grpc_encoding_is_a_builder_option() {
     let app = frame(&[0x08, 0x01]);
     for (compressed, right, wrong) in [
         (gzip_keepalive(), "gzip", "deflate"),
@@ -199,8 +199,8 @@ fn grpc_encoding_is_a_builder_option() {
         let ka = compressed_frame(&compressed);
         let wire = [app.clone(), ka.clone(), app.clone()].concat();
         for chunk in [1, 7, 1000] {
-            let mut reader =
-                KeepaliveReader::new(Chunks::new(wire.clone(), vec![chunk])).grpc_encoding(right);
+            let mut reader = KeepaliveReader::new(Chunks::new(wire.clone(), vec![chunk]))
+                .with_grpc_encoding(right);
             let out = read_all_with(&mut reader, 64).unwrap();
             assert_eq!(
                 out,
@@ -212,7 +212,7 @@ fn grpc_encoding_is_a_builder_option() {
             for other in [None, Some(wrong)] {
                 let reader = KeepaliveReader::new(Chunks::new(wire.clone(), vec![chunk]));
                 let mut reader = match other {
-                    Some(encoding) => reader.grpc_encoding(encoding),
+                    Some(encoding) => reader.with_grpc_encoding(encoding),
                     None => reader,
                 };
                 let out = read_all_with(&mut reader, 64).unwrap();
@@ -227,13 +227,9 @@ fn grpc_encoding_is_a_builder_option() {
 #[test]
 fn a_silent_peer_times_out_and_a_talking_one_does_not() {
     let timer = MockTimer::new();
-    let config = Config::new(Duration::from_millis(20))
-        .unwrap()
-        .with_peer_timeout(Duration::from_millis(100))
-        .unwrap();
     let writer = ChunkyPipe::new(1, 64);
-    let mut reader =
-        KeepaliveReader::new(writer.other_end(2)).detect_dead_peer(timer.clone(), config);
+    let mut reader = KeepaliveReader::new(writer.other_end(2))
+        .detect_dead_peer(timer.clone(), Duration::from_millis(100));
     let mut buf = [0u8; 64];
     // Keepalives every 60 ms keep it alive: nothing is delivered, no error.
     for _ in 0..5 {
@@ -264,15 +260,29 @@ fn a_silent_peer_times_out_and_a_talking_one_does_not() {
     assert_eq!(timer.live(), 0, "the reader's timer is dropped with it");
 }
 
+/// The encoding can be learnt late: set after the first message was read,
+/// it applies to the frames that follow (a compressed keepalive among them
+/// is removed).
+#[test]
+fn with_encoding_after_reading_applies_to_what_follows() {
+    let app = frame(&[0x08, 0x01]);
+    let ka = compressed_frame(&gzip_keepalive());
+    let wire = [app.clone(), ka, app.clone()].concat();
+    let mut reader = KeepaliveReader::new(Chunks::new(wire, vec![app.len()]));
+    let mut out = vec![0u8; app.len()];
+    block_on(reader.read_exact(&mut out)).unwrap();
+    let mut reader = reader.with_encoding(inlinekeepalive::core::Encoding::Gzip);
+    block_on(reader.read_to_end(&mut out)).unwrap();
+    assert_eq!(out, [app.clone(), app].concat());
+    assert_eq!(reader.stats().keepalives_removed, 1);
+}
+
 /// Turning dead-peer detection on after reading began keeps the filter's
 /// place in the stream: a short frame it holds back is still delivered, and
 /// the payload of a long frame it is passing on is not read as frames (a
 /// payload that contains a keepalive frame's bytes stays whole).
 #[test]
 fn detect_dead_peer_after_reading_keeps_the_stream_intact() {
-    let config = Config::default()
-        .with_peer_timeout(Duration::from_secs(60))
-        .unwrap();
     let short = [frame(&[0x08, 0x01]), frame(&[0x08, 0x02])].concat();
     let mut long_payload = vec![0x42; 3];
     long_payload.extend_from_slice(&KEEPALIVE_FRAME);
@@ -289,7 +299,7 @@ fn detect_dead_peer_after_reading_keeps_the_stream_intact() {
         let mut reader = KeepaliveReader::new(Chunks::new(wire.clone(), chunks));
         let mut out = vec![0u8; first];
         block_on(reader.read_exact(&mut out)).unwrap();
-        let mut reader = reader.detect_dead_peer(MockTimer::new(), config);
+        let mut reader = reader.detect_dead_peer(MockTimer::new(), Duration::from_secs(60));
         block_on(reader.read_to_end(&mut out)).unwrap();
         assert_eq!(out, wire, "chunks {first}");
         assert_eq!(reader.stats().keepalives_removed, 0);

@@ -19,11 +19,10 @@ const N: usize = 10_000;
 
 /// Long enough that nothing falls due while the test runs: it is about
 /// timers existing, not firing.
+const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn config() -> Config {
-    Config::new(Duration::from_secs(10))
-        .unwrap()
-        .with_peer_timeout(Duration::from_secs(30))
-        .unwrap()
+    Config::new(Duration::from_secs(10)).unwrap()
 }
 
 /// Decrements a shared counter when dropped: one per spawned task.
@@ -48,7 +47,7 @@ fn dropping_10k_streams_and_sinks_releases_every_timer() {
         // Mid-message: a keepalive waiting, and the stream polled once.
         tx.unbounded_send(Ok(wire::KEEPALIVE_MESSAGE.to_vec()))
             .unwrap();
-        let mut s = KeepaliveStream::new(rx).detect_dead_peer(timer.clone(), config());
+        let mut s = KeepaliveStream::new(rx).detect_dead_peer(timer.clone(), PEER_TIMEOUT);
         assert!(s.poll_next_unpin(&mut cx).is_pending());
         streams.push(s);
         senders.push(tx);

@@ -398,10 +398,19 @@ impl FrameFilter {
         self
     }
 
-    /// The stream's encoding, as given at construction.
+    /// The stream's encoding.
     #[must_use]
     pub fn encoding(&self) -> Encoding {
         self.encoding
+    }
+
+    /// Changes the stream's encoding, at any point: only whether a short
+    /// compressed frame is a keepalive depends on it, and nothing is ever
+    /// removed that is not one, so a frame already begun is classified under
+    /// either encoding without harm. Applications learn the encoding from the
+    /// `grpc-encoding` header, usually before the first byte.
+    pub fn set_encoding(&mut self, encoding: Encoding) {
+        self.encoding = encoding;
     }
 
     /// The stream's framing, [`Framing::Grpc`] unless set with

@@ -41,7 +41,7 @@ async fn a_collision_is_delivered_and_counted() {
     let stats = seen.stats.unwrap();
     assert_eq!(stats.collisions(), 1);
     assert_eq!(stats.keepalives_removed(), 0);
-    assert_eq!(stats.frames_received(), 3);
+    assert_eq!(stats.messages_passed(), 3);
     server.shutdown().await;
 }
 
@@ -170,5 +170,4 @@ async fn a_silent_peer_ends_the_stream_with_unavailable() {
     );
     assert!(elapsed < MS(1400), "reported before the first message");
     assert!(stats.peer_timed_out());
-    assert_eq!(stats.peer_timeouts(), 1);
 }

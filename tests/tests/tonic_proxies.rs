@@ -359,7 +359,7 @@ fn fmt_stats(stats: Option<&KeepaliveStats>) -> String {
             s.keepalives_sent(),
             s.keepalives_removed(),
             s.collisions(),
-            s.frames_received()
+            s.messages_passed()
         ),
         None => "-".to_owned(),
     }
@@ -623,8 +623,8 @@ fn assert_survived(stream: StreamKind, o: &Outcome, context: &dyn Fn() -> String
         StreamKind::Client => (1, COUNT),
         StreamKind::Bidi => (COUNT, COUNT),
     };
-    assert_eq!(client.frames_received(), to_client, "{}", context());
-    assert_eq!(server.frames_received(), to_server, "{}", context());
+    assert_eq!(client.messages_passed(), to_client, "{}", context());
+    assert_eq!(server.messages_passed(), to_server, "{}", context());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,8 +47,7 @@ struct Counters {
     keepalives_sent: AtomicU64,
     keepalives_removed: AtomicU64,
     collisions: AtomicU64,
-    frames_received: AtomicU64,
-    peer_timeouts: AtomicU64,
+    messages_passed: AtomicU64,
     peer_timed_out: AtomicBool,
     peer_support: AtomicU8,
     /// The request body of a client stream waiting to learn the support
@@ -78,17 +77,21 @@ impl KeepaliveStats {
 
     /// Inbound messages that use field number 100000000 without being a
     /// keepalive. They are delivered to the application (and logged with
-    /// `tracing` at `WARN`): a schema is using the reserved number.
+    /// `tracing` at `WARN`): a schema is using the reserved number. Only
+    /// messages short enough to be keepalives (at most
+    /// [`MAX_KEEPALIVE_LEN`](crate::wire::MAX_KEEPALIVE_LEN) bytes) are
+    /// examined; longer ones are passed on unread.
     #[must_use]
     pub fn collisions(&self) -> u64 {
         self.inner.collisions.load(Relaxed)
     }
 
-    /// Inbound gRPC frames passed on to the application (collisions
-    /// included, keepalives not).
+    /// Inbound messages passed on to the application (collisions included,
+    /// keepalives not): [`ReceiveStats::messages_passed`](crate::ReceiveStats::messages_passed)
+    /// of the byte and message wrappers.
     #[must_use]
-    pub fn frames_received(&self) -> u64 {
-        self.inner.frames_received.load(Relaxed)
+    pub fn messages_passed(&self) -> u64 {
+        self.inner.messages_passed.load(Relaxed)
     }
 
     /// Whether the peer went silent for longer than the configured
@@ -98,13 +101,6 @@ impl KeepaliveStats {
     #[must_use]
     pub fn peer_timed_out(&self) -> bool {
         self.inner.peer_timed_out.load(Relaxed)
-    }
-
-    /// How many times the peer was reported silent (at most once per
-    /// silence).
-    #[must_use]
-    pub fn peer_timeouts(&self) -> u64 {
-        self.inner.peer_timeouts.load(Relaxed)
     }
 
     /// Whether the peer removes keepalives from what we send, so this side
@@ -129,11 +125,10 @@ impl KeepaliveStats {
         c.keepalives_removed
             .store(stats.keepalives_removed, Relaxed);
         c.collisions.store(stats.collisions, Relaxed);
-        c.frames_received.store(stats.messages_passed, Relaxed);
+        c.messages_passed.store(stats.messages_passed, Relaxed);
     }
 
     pub(crate) fn record_peer_timeout(&self) {
-        self.inner.peer_timeouts.fetch_add(1, Relaxed);
         self.inner.peer_timed_out.store(true, Relaxed);
     }
 
@@ -167,7 +162,7 @@ impl fmt::Debug for KeepaliveStats {
             .field("keepalives_sent", &self.keepalives_sent())
             .field("keepalives_removed", &self.keepalives_removed())
             .field("collisions", &self.collisions())
-            .field("frames_received", &self.frames_received())
+            .field("messages_passed", &self.messages_passed())
             .field("peer_timed_out", &self.peer_timed_out())
             .field("peer_supports_keepalives", &self.peer_supports_keepalives())
             .finish()
