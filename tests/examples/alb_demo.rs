@@ -9,9 +9,14 @@
 //!
 //! By default the load balancer is `albsim`, this repository's simulated ALB:
 //! it answers HTTP/2 PINGs itself and resets a stream that carried no DATA
-//! for the idle timeout. With `--via HOST:PORT` the clients go through a proxy
-//! you run instead (nginx, HAProxy, Envoy...), pointed at the server's
-//! `--listen` address.
+//! for the idle timeout. With `--via HOST:PORT` (a name such as
+//! `localhost:8080` or an address) the clients go through a proxy you run
+//! instead (nginx, HAProxy, Envoy...), pointed at the server's `--listen`
+//! address.
+//!
+//! `--duration` sets how many messages the server stream sends: one at once,
+//! then one every `--message-every` within the duration (3 with the
+//! defaults, at 0, 5 and 10 s), after which the stream ends.
 //!
 //! The three clients:
 //! - `plain`: no keepalive at all;
@@ -19,7 +24,7 @@
 //! - `inline`: the `inlinekeepalive` client layer; the server layer then sends
 //!   an inline keepalive every `--interval` of idleness.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -44,14 +49,16 @@ use pb::{Item, Plan, Summary};
 const USAGE: &str = "usage: alb_demo [--idle-timeout 2s] [--interval 500ms] [--duration 12s] \
 [--message-every 5s] [--listen 127.0.0.1:0] [--via HOST:PORT]";
 
-/// The command line, with defaults that finish in about 12 s.
+/// The command line, with defaults whose streams end after about 10 s.
 struct Args {
     idle_timeout: Duration,
     interval: Duration,
     duration: Duration,
     message_every: Duration,
     listen: SocketAddr,
-    via: Option<SocketAddr>,
+    /// `HOST:PORT` as given, resolved again by the clients' connector, which
+    /// tries every address of a name (`localhost` may be `::1` first).
+    via: Option<String>,
 }
 
 impl Args {
@@ -84,7 +91,15 @@ impl Args {
                 "--duration" => args.duration = duration()?,
                 "--message-every" => args.message_every = duration()?,
                 "--listen" => args.listen = address()?,
-                "--via" => args.via = Some(address()?),
+                "--via" => {
+                    // Resolve once here, for an early and clear error.
+                    value
+                        .to_socket_addrs()
+                        .map_err(|e| format!("{flag} {value}: {e}"))?
+                        .next()
+                        .ok_or_else(|| format!("{flag} {value}: no address"))?;
+                    args.via = Some(value.clone());
+                }
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -180,7 +195,7 @@ impl Timeline {
 
 async fn run_client(
     kind: Kind,
-    target: SocketAddr,
+    target: &str,
     args: &Args,
     timeline: &Timeline,
 ) -> Result<Outcome, Box<dyn std::error::Error>> {
@@ -313,8 +328,8 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
-    let (target, albsim) = match args.via {
-        Some(via) => (via, None),
+    let (target, albsim) = match &args.via {
+        Some(via) => (via.clone(), None),
         None => {
             let config = AlbSimConfig::new(
                 SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -322,7 +337,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
                 args.idle_timeout,
             );
             let sim = AlbSim::start(config).await?;
-            (sim.local_addr(), Some(sim))
+            (sim.local_addr().to_string(), Some(sim))
         }
     };
     println!(
@@ -341,7 +356,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     );
 
     let timeline = Timeline(Instant::now());
-    let runs = Kind::ALL.map(|kind| run_client(kind, target, &args, &timeline));
+    let runs = Kind::ALL.map(|kind| run_client(kind, &target, &args, &timeline));
     let [plain, ping, inline] = runs;
     let (plain, ping, inline) = tokio::join!(plain, ping, inline);
     let outcomes = [plain?, ping?, inline?];
