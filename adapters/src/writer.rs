@@ -87,11 +87,13 @@ pin_project! {
     ///
     /// Errors of the inner writer are passed through. Bytes that are not a
     /// gRPC stream (a compressed-flag other than 0 or 1) are written, since
-    /// the transport already took them, but every later call fails with
+    /// the transport already took them, but every later write and
+    /// [`poll_keepalive`](Self::poll_keepalive) fails with
     /// [`io::ErrorKind::InvalidInput`] (inner error: the
     /// [`FrameError`](crate::FrameError)), and no keepalive is ever inserted
-    /// into a stream the writer cannot follow. Writing after `poll_close`
-    /// fails with [`io::ErrorKind::BrokenPipe`].
+    /// into a stream the writer cannot follow; flushing and closing still
+    /// reach the transport. Writing after `poll_close` fails with
+    /// [`io::ErrorKind::BrokenPipe`].
     ///
     /// # Cancellation
     ///
@@ -316,7 +318,14 @@ impl<W, T: Timer> KeepaliveWriter<W, T> {
         // re-arm: one clock read per keepalive.
         let mut now = None;
         loop {
-            check(this.failed, *this.closed)?;
+            if let Some(e) = this.failed {
+                return Poll::Ready(Err(sticky_error(Some(*e))));
+            }
+            if *this.closed {
+                // Nothing more is scheduled after close: pending for good,
+                // as documented, so a `select` arm on it just goes quiet.
+                return Poll::Pending;
+            }
             if ready!(finish_keepalive::<Io, W>(
                 this.inner.as_mut(),
                 cx,
