@@ -9,8 +9,10 @@
 //! waker of its own that records its wake-ups and passes them on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
+
+use atomic_waker::AtomicWaker;
 
 /// Polls an inner future or stream with a waker that records its wake-ups.
 pub(crate) struct WakeProbe {
@@ -22,7 +24,7 @@ pub(crate) struct WakeProbe {
 struct Shared {
     woken: AtomicBool,
     /// The task to wake on the inner's behalf: the waker of the last poll.
-    task: Mutex<Option<Waker>>,
+    task: AtomicWaker,
 }
 
 impl Wake for Shared {
@@ -32,15 +34,7 @@ impl Wake for Shared {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        // Cloned out, so the task is not woken under the lock.
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(task) = task {
-            task.wake();
-        }
+        self.task.wake();
     }
 }
 
@@ -48,7 +42,7 @@ impl WakeProbe {
     pub(crate) fn new() -> Self {
         let shared = Arc::new(Shared {
             woken: AtomicBool::new(false),
-            task: Mutex::new(None),
+            task: AtomicWaker::new(),
         });
         let waker = Waker::from(Arc::clone(&shared));
         Self { shared, waker }
@@ -57,16 +51,9 @@ impl WakeProbe {
     /// Runs `poll` (a poll of the inner stream) with the recording waker,
     /// which wakes `cx`'s task in turn.
     pub(crate) fn poll<R>(&self, cx: &Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> R) -> R {
-        {
-            let mut task = self
-                .shared
-                .task
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
-            }
-        }
+        // Registered on every poll: `wake` takes the waker out, and the
+        // registration clones only when the task's waker changed.
+        self.shared.task.register(cx.waker());
         poll(&mut Context::from_waker(&self.waker))
     }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::Waker;
 
-use futures_util::task::AtomicWaker;
+use atomic_waker::AtomicWaker;
 
 /// What the peer is known to do about keepalives in our send direction.
 const SUPPORT_UNKNOWN: u8 = 0;
