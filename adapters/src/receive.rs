@@ -52,7 +52,8 @@ enum Watch {
     Off,
     /// At the first keepalive removed, with this timeout: for a peer that
     /// may or may not send keepalives (a server cannot know whether its
-    /// client does).
+    /// client does). Only the tonic server layer watches this way.
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
     AfterFirstKeepalive(Duration),
 }
 
@@ -104,6 +105,7 @@ impl<T: Timer> ReceiveHalf<T> {
     }
 
     /// Watches the peer from its first keepalive on.
+    #[cfg(feature = "tonic")]
     pub(crate) fn watch_after_first_keepalive(mut self, timeout: Duration) -> Self {
         self.watch = Watch::AfterFirstKeepalive(timeout);
         self

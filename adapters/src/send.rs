@@ -123,6 +123,7 @@ impl<T: Timer, F: Framing> SendHalf<T, F> {
     }
 
     /// What the schedule knows of the peer's support.
+    #[cfg(feature = "tonic")]
     pub(crate) fn peer_support(&self) -> Option<bool> {
         self.machine.peer_support()
     }
