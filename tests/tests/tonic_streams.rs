@@ -114,6 +114,42 @@ async fn client_stream_with_a_probe() {
     server.shutdown().await;
 }
 
+/// `assume_server_support` and `with_probe` replace each other: the last
+/// call wins, so an assumption after a probe never waits for the probe (one
+/// that would never answer here), and a probe after an assumption is asked.
+#[tokio::test]
+async fn assume_and_probe_replace_each_other() {
+    let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;
+    let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = probes.clone();
+    let hanging_probe = move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<bool>()
+    };
+    let layer = ClientKeepaliveLayer::new(config())
+        .with_probe(hanging_probe.clone())
+        .assume_server_support();
+    let mut client = EchoClient::new(connect_layered(server.addr, layer).await);
+    let items: Vec<_> = (0..3).map(|seq| item(seq, 10)).collect();
+    let response = tokio::time::timeout(MS(5000), client.upload(paced(items, MS(150))))
+        .await
+        .expect("an assumption does not wait for a probe")
+        .unwrap();
+    assert!(stats_of(&response).keepalives_sent() >= 2);
+    assert_in_order(&server.next_seen().await.items, 3, 10);
+    assert_eq!(probes.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let layer = ClientKeepaliveLayer::new(config())
+        .assume_server_support()
+        .with_probe(hanging_probe);
+    assert_eq!(layer.server_support(), None, "the probe has not answered");
+    let mut client = EchoClient::new(connect_layered(server.addr, layer).await);
+    let waited = tokio::time::timeout(MS(300), client.upload(paced(Vec::new(), MS(1)))).await;
+    assert!(waited.is_err(), "the request waits for the probe");
+    assert_eq!(probes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn bidi_stream_keepalives_flow_both_ways() {
     let mut server = start_server(Some(ServerKeepaliveLayer::new(config()))).await;

@@ -107,10 +107,12 @@ impl ClientKeepaliveLayer {
 
     /// Assume that the server removes keepalives: send them from the start
     /// of every stream. Only for servers you know run this layer, Waypoint,
-    /// or another implementation of the protocol.
+    /// or another implementation of the protocol. Replaces a
+    /// [probe](Self::with_probe): the last of the two calls wins.
     #[must_use]
     pub fn assume_server_support(mut self) -> Self {
         self.assume = true;
+        self.probe = None;
         self
     }
 
@@ -128,8 +130,16 @@ impl ClientKeepaliveLayer {
     /// the `inlinekeepalive-proto` crate's `GetVersionInfoResponse`). See
     /// `tests/examples/waypoint_probe.rs`.
     ///
+    /// Bound its time yourself, as below: every request through the layer
+    /// waits for the first answer. The answer, `false` too, is kept for the
+    /// layer's life; a bidirectional stream still learns support from the
+    /// server's `wp-inline-keepalives: true` response header. Replaces
+    /// [`assume_server_support`](Self::assume_server_support): the last of
+    /// the two calls wins.
+    ///
     /// ```no_run
-    /// # use std::time::Duration;
+    /// use std::time::Duration;
+    ///
     /// use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config};
     ///
     /// # fn demo(channel: tonic::transport::Channel) {
@@ -137,10 +147,14 @@ impl ClientKeepaliveLayer {
     /// let layer = ClientKeepaliveLayer::new(Config::default()).with_probe(move || {
     ///     let channel = probe_channel.clone();
     ///     async move {
-    ///         // e.g. WaypointClient::new(channel).get_version_info(()).await
-    ///         //     .is_ok_and(|r| r.into_inner().supports_inline_keepalives())
-    ///         let _ = channel;
-    ///         true
+    ///         let ask = async move {
+    ///             // e.g. WaypointClient::new(channel).get_version_info(()).await
+    ///             //     .is_ok_and(|r| r.into_inner().supports_inline_keepalives())
+    ///             let _ = channel;
+    ///             true
+    ///         };
+    ///         // No answer in time: no client keepalives.
+    ///         tokio::time::timeout(Duration::from_secs(5), ask).await.unwrap_or(false)
     ///     }
     /// });
     /// # }
@@ -155,6 +169,7 @@ impl ClientKeepaliveLayer {
             answer: tokio::sync::OnceCell::new(),
             run: Box::new(move || Box::pin(probe())),
         }));
+        self.assume = false;
         self
     }
 
