@@ -90,14 +90,16 @@ impl<E: StdError + 'static> StdError for KeepaliveError<E> {
     }
 }
 
-/// The transport's `io::Error` is returned as it was; a silent peer becomes an
-/// error of kind [`io::ErrorKind::TimedOut`] whose inner error is the
-/// [`PeerTimedOut`], exactly as [`KeepaliveReader`](crate::KeepaliveReader)
-/// reports it.
-impl From<KeepaliveError<io::Error>> for io::Error {
-    fn from(e: KeepaliveError<io::Error>) -> Self {
+/// The transport's error becomes an `io::Error` as it converts on its own
+/// (an `io::Error` is returned as it was; a
+/// [`CodecError`](crate::codec::CodecError) gets its matching kind); a
+/// silent peer becomes an error of kind [`io::ErrorKind::TimedOut`] whose
+/// inner error is the [`PeerTimedOut`], exactly as
+/// [`KeepaliveReader`](crate::KeepaliveReader) reports it.
+impl<E: Into<io::Error>> From<KeepaliveError<E>> for io::Error {
+    fn from(e: KeepaliveError<E>) -> Self {
         match e {
-            KeepaliveError::Transport(e) => e,
+            KeepaliveError::Transport(e) => e.into(),
             KeepaliveError::PeerTimedOut(e) => io::Error::new(io::ErrorKind::TimedOut, e),
         }
     }
@@ -114,6 +116,18 @@ mod tests {
         assert_eq!(e.source().map(ToString::to_string).as_deref(), Some("boom"));
         let io: io::Error = e.into();
         assert_eq!(io.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    /// The codec's errors convert through `CodecError`'s own conversion,
+    /// so `?` works in an `io::Result` function over a codec stream.
+    #[cfg(any(feature = "tokio", feature = "asynchronous-codec"))]
+    #[test]
+    fn codec_errors_convert_with_their_kind() {
+        use crate::codec::CodecError;
+        let e = KeepaliveError::Transport(CodecError::BadFlag { flag: 7, offset: 0 });
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::InvalidData);
+        assert!(io.get_ref().unwrap().downcast_ref::<CodecError>().is_some());
     }
 
     #[test]
