@@ -64,6 +64,7 @@ pub trait Timer: Clone + Send + Sync + 'static {
 }
 
 #[cfg(feature = "futures-timer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "futures-timer")))]
 pub use self::futures_timer_impl::FuturesTimer;
 
 #[cfg(feature = "futures-timer")]
@@ -96,6 +97,7 @@ mod futures_timer_impl {
 }
 
 #[cfg(feature = "async-io")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub use self::async_io_impl::AsyncIoTimer;
 
 #[cfg(feature = "async-io")]
@@ -123,6 +125,7 @@ mod async_io_impl {
 }
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio_impl::TokioTimer;
 
 #[cfg(feature = "tokio")]
@@ -162,7 +165,8 @@ mod tokio_impl {
 /// The timer of a wrapper that needs none: its sleeps never complete.
 ///
 /// It is the default timer type of
-/// [`KeepaliveReader`](crate::KeepaliveReader), which needs a real timer only
+/// [`KeepaliveReader`](crate::KeepaliveReader) and
+/// [`KeepaliveStream`](crate::KeepaliveStream), which need a real timer only
 /// for dead-peer detection. It never reads a clock of its own beyond
 /// [`Timer::now`]'s default and never wakes anything.
 #[derive(Clone, Copy, Debug, Default)]

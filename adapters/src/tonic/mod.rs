@@ -60,10 +60,16 @@
 //!
 //! # Tracing
 //!
-//! Events use the target `inlinekeepalive`: `WARN` for a collision (an
-//! inbound message using field number 100000000 without being a keepalive),
-//! a silent peer and a malformed frame; `DEBUG` when a client learns the
-//! server's support; `TRACE` for each keepalive sent.
+//! Events use the target `inlinekeepalive`:
+//!
+//! - `WARN` for a collision (an inbound message using field number
+//!   100000000 without being a keepalive), a silent peer, a malformed frame,
+//!   and a gRPC-Web request reaching the server layer (the layers are in the
+//!   wrong order: see the README's section on browsers);
+//! - `DEBUG` when a client learns the server's support or its probe
+//!   answers, and when an outbound body is not gRPC-framed (no keepalives
+//!   on that stream);
+//! - `TRACE` for each keepalive sent.
 
 mod body;
 mod client;
