@@ -188,8 +188,10 @@ impl<Si, M, T: Timer> KeepaliveSink<Si, M, T> {
     }
 
     /// This sink with the jitter of its interval seeded (see
-    /// [`Config::with_jitter`]); give each stream its own seed when using
-    /// jitter.
+    /// [`Config::with_jitter`]). Without it the seed is derived from the
+    /// instant the sink was created, in microseconds, so sinks created in
+    /// the same microsecond jitter alike: when you open many streams at once
+    /// with jitter, give each its own seed (a stream id, or a counter).
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.send = self.send.with_seed(seed);
         self

@@ -166,8 +166,10 @@ impl<W, T: Timer> KeepaliveWriter<W, T> {
     }
 
     /// This writer with the jitter of its interval seeded (see
-    /// [`Config::with_jitter`]); give each stream its own seed when using
-    /// jitter.
+    /// [`Config::with_jitter`]). Without it the seed is derived from the
+    /// instant the writer was created, in microseconds, so writers created in
+    /// the same microsecond jitter alike: when you open many streams at once
+    /// with jitter, give each its own seed (a stream id, or a counter).
     #[must_use]
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.send = self.send.with_seed(seed);
