@@ -48,9 +48,11 @@ pin_project! {
     /// after sending what was queued, flushing and closing the wrapper, with
     /// the wrapper itself: its `stats()`, and the transport through
     /// `into_inner()` (for example to shut a socket down). A transport error
-    /// resolves it with that error.
-    /// Dropping it cancels the stream: items not yet sent are discarded, and
-    /// the senders get [`DriverStopped`](crate::DriverStopped).
+    /// resolves it with that error; the wrapper and its transport are then
+    /// dropped, which closes a socket. Dropping it cancels the stream: items
+    /// not yet sent are discarded, and the senders get
+    /// [`DriverStopped`](crate::DriverStopped), whose cause is what the
+    /// driver resolved with.
     ///
     /// The wrapper must be `Unpin` to be handed back; `Box::pin` a transport
     /// that is not.
