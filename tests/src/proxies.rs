@@ -374,24 +374,20 @@ pub fn require(kind: ProxyKind) -> Option<PathBuf> {
     if let Some(binary) = find_binary(kind) {
         return Some(binary);
     }
-    let on_ci = std::env::var("CI")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false);
-    if on_ci {
-        let var = kind.binary_env_var();
-        match std::env::var_os(var) {
-            Some(path) => panic!(
-                "{kind} is required under CI=true but {var}={} is not an executable file",
-                Path::new(&path).display()
+    let var = kind.binary_env_var();
+    match std::env::var_os(var) {
+        Some(path) => crate::external::missing(
+            &format!("{kind} ({var}={})", Path::new(&path).display()),
+            "it is not an executable file",
+        ),
+        None => crate::external::missing(
+            &kind.to_string(),
+            &format!(
+                "not in PATH, /usr/sbin, /usr/local/sbin or /sbin: apt-get install -y nginx haproxy, \
+                 or set {var}"
             ),
-            None => panic!(
-                "{kind} is required under CI=true but was not found in PATH, /usr/sbin, /usr/local/sbin or \
-                 /sbin (install it: apt-get install -y nginx haproxy, or set {var})"
-            ),
-        }
+        ),
     }
-    eprintln!("SKIPPED: {kind} not installed (apt-get install -y nginx haproxy)");
-    None
 }
 
 /// The first line of the proxy's version output, e.g. `nginx version: nginx/1.22.1` or

@@ -36,6 +36,7 @@ use inlinekeepalive::core::{classify, Classification, Encoding};
 use inlinekeepalive::tonic::{ClientKeepaliveLayer, Config, ServerKeepaliveLayer};
 use inlinekeepalive_testkit::inflate::reference_inflate;
 use inlinekeepalive_tests::albsim::{AlbSim, AlbSimConfig, Direction};
+use inlinekeepalive_tests::external::missing;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::codec::CompressionEncoding;
@@ -56,19 +57,6 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(200);
 /// 2.5 idle timeouts: a stream that survives it was kept alive.
 const GAP_MS: u32 = 2000;
 
-fn on_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// The policy of `proxies::require`: fail under CI, else say why we skip.
-fn missing(problem: &str, fix: &str) -> Option<PathBuf> {
-    if on_ci() {
-        panic!("python3 with grpcio is required under CI=true: {problem} ({fix})");
-    }
-    eprintln!("SKIPPED: {problem} ({fix})");
-    None
-}
-
 /// The Python interpreter, if it runs and imports grpcio.
 fn require_python() -> Option<PathBuf> {
     let python = std::env::var_os(PYTHON_ENV).map_or_else(|| "python3".into(), PathBuf::from);
@@ -78,11 +66,11 @@ fn require_python() -> Option<PathBuf> {
         .output();
     match probe {
         Err(e) => missing(
-            &format!("python3 not found: `{}`: {e}", python.display()),
+            &format!("python3 (`{}`: {e})", python.display()),
             &format!("install python3, or set {PYTHON_ENV} to an interpreter"),
         ),
         Ok(output) if !output.status.success() => missing(
-            &format!("grpcio not importable by `{}`", python.display()),
+            &format!("grpcio, importable by `{}`,", python.display()),
             INSTALL_GRPCIO,
         ),
         Ok(_) => Some(python),

@@ -18,6 +18,7 @@ use inlinekeepalive::tonic::{Config, ServerKeepaliveLayer};
 use inlinekeepalive::wire::{KEEPALIVE_FRAME, KEEPALIVE_MESSAGE, METADATA_KEY};
 
 use inlinekeepalive::core::{FrameFilter, Framing, Output};
+use inlinekeepalive_tests::external::missing;
 use inlinekeepalive_tests::proxies::ClientHttp;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -505,21 +506,6 @@ pub fn keepalive_base64() -> String {
 // ---------------------------------------------------------------------------
 // Tools: node, the js/ package, chromium
 // ---------------------------------------------------------------------------
-
-/// Whether missing tools fail the test (`CI=true` or `CI=1`) rather than
-/// skip it.
-pub fn on_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// The policy for a missing tool: fail under CI, else skip with a message.
-fn missing(what: &str, fix: &str) -> Option<PathBuf> {
-    if on_ci() {
-        panic!("{what} is required under CI=true: {fix}");
-    }
-    eprintln!("SKIPPED: {what} ({fix})");
-    None
-}
 
 /// The repository's `js/` directory.
 pub fn js_dir() -> PathBuf {
