@@ -7,6 +7,11 @@
 //! each time bytes arrive. Other wake-ups of the same task (a `select!`
 //! sibling, a timer) must not count, so the inner stream is polled with a
 //! waker of its own that records its wake-ups and passes them on.
+//!
+//! A stream that wakes itself without input (tokio's cooperative budget,
+//! spent by a busy task) counts too. That only delays the verdict on a dead
+//! peer while its task keeps busy: once the task idles, the silence is
+//! measured again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
