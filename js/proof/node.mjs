@@ -11,19 +11,15 @@
 // (its own connection); for each, one `RESULT` line is printed (see
 // proof/result.mjs).
 
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 
 import { inlineKeepalives } from "../dist/index.js";
 import { EchoService } from "../test/support/schema.mjs";
 import { resultLine } from "./result.mjs";
+import { watchCase } from "./watch.mjs";
 
 const { cases } = JSON.parse(process.argv[2]);
-
-/** Whether `item` is what the server's `Watch` sends for its `seq`. */
-function intact(item, size) {
-  return item.payload.length === size && item.payload.every((b) => b === Number(item.seq % 251n));
-}
 
 async function run(c) {
   const interceptor = c.interceptor ? inlineKeepalives() : undefined;
@@ -32,26 +28,13 @@ async function run(c) {
     httpVersion: c.httpVersion,
     interceptors: interceptor ? [interceptor] : [],
   });
-  const client = createClient(EchoService, transport);
-  const started = performance.now();
-  const result = { name: c.name, ok: true, code: null, message: null, seqs: [], intact: true, surfaced: 0 };
-  try {
-    const plan = { count: BigInt(c.plan.count), gapMs: c.plan.gapMs, size: c.plan.size, firstGapMs: 0 };
-    for await (const item of client.watch(plan, { timeoutMs: c.deadlineMs })) {
-      result.seqs.push(Number(item.seq));
-      result.intact &&= intact(item, c.plan.size);
-      // A keepalive that reached the application: an item with unknown fields.
-      if ((item.$unknown?.length ?? 0) > 0) result.surfaced += 1;
-    }
-  } catch (error) {
-    const e = ConnectError.from(error);
-    result.ok = false;
-    result.code = Code[e.code];
-    result.message = e.rawMessage;
-  }
-  result.elapsedMs = Math.round(performance.now() - started);
-  result.stats = interceptor ? { ...interceptor.stats } : null;
-  return result;
+  return watchCase({
+    name: c.name,
+    client: createClient(EchoService, transport),
+    interceptor,
+    plan: { count: BigInt(c.plan.count), gapMs: c.plan.gapMs, size: c.plan.size, firstGapMs: 0 },
+    options: { timeoutMs: c.deadlineMs },
+  });
 }
 
 const results = await Promise.all(cases.map(run));

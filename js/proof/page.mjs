@@ -11,11 +11,12 @@
 // server's reports tell all the calls apart.
 // The outcome goes to `window.__result` and, for a person, to the page.
 
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { inlineKeepalives } from "../dist/index.js";
 import { EchoService } from "../test/support/schema.mjs";
+import { watchCase } from "./watch.mjs";
 
 const params = new URLSearchParams(location.search);
 const apis = params.getAll("api");
@@ -38,26 +39,13 @@ async function watch(name, api, withHelper, size) {
     EchoService,
     createGrpcWebTransport({ baseUrl: api, interceptors: interceptor ? [interceptor] : [] }),
   );
-  const started = performance.now();
-  const result = { name, ok: true, code: null, message: null, seqs: [], intact: true, surfaced: 0 };
-  try {
-    for await (const item of client.watch({ ...plan, size })) {
-      // The page's own code: it sees only what the transport and the
-      // interceptor hand it.
-      result.seqs.push(Number(item.seq));
-      result.intact &&=
-        item.payload.length === size && item.payload.every((b) => b === Number(item.seq % 251n));
-      if ((item.$unknown?.length ?? 0) > 0) result.surfaced += 1;
-      show(`${name}: message ${item.seq} after ${Math.round(performance.now() - started)} ms`);
-    }
-  } catch (error) {
-    const e = ConnectError.from(error);
-    result.ok = false;
-    result.code = Code[e.code];
-    result.message = e.rawMessage;
-  }
-  result.elapsedMs = Math.round(performance.now() - started);
-  result.stats = interceptor ? { ...interceptor.stats } : null;
+  const result = await watchCase({
+    name,
+    client,
+    interceptor,
+    plan: { ...plan, size },
+    onItem: (item, ms) => show(`${name}: message ${item.seq} after ${ms} ms`),
+  });
   show(
     `${name}: ${result.ok ? "survived" : `died (${result.code}: ${result.message})`} after ` +
       `${result.elapsedMs} ms; messages ${JSON.stringify(result.seqs)}; ` +
