@@ -273,12 +273,7 @@ async fn the_cors_recipe_lets_a_page_negotiate() {
         ];
         let call = web_call(server.addr, http, preflight).await;
         assert_eq!(call.status, http::StatusCode::OK, "{http}");
-        let header = |name: &str| {
-            call.headers
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_ascii_lowercase())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| call.header_lowercase(name);
         assert_eq!(header("access-control-allow-origin"), ORIGIN, "{http}");
         assert!(
             header("access-control-allow-headers").contains("wp-inline-keepalives"),
@@ -292,12 +287,7 @@ async fn the_cors_recipe_lets_a_page_negotiate() {
         let mut request = WebRequest::watch(WebType::WebProto, plan(SIZE), true);
         request.headers = vec![("origin", ORIGIN.to_owned())];
         let call = web_call(server.addr, http, request).await;
-        let header = |name: &str| {
-            call.headers
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_ascii_lowercase())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| call.header_lowercase(name);
         assert_eq!(header("access-control-allow-origin"), ORIGIN, "{http}");
         let exposed = header("access-control-expose-headers");
         for name in ["wp-inline-keepalives", "grpc-status", "grpc-message"] {

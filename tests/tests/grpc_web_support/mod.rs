@@ -245,6 +245,15 @@ pub struct WebCall {
 }
 
 impl WebCall {
+    /// A response header's value, lowercased (CORS lists compare without
+    /// case); empty when absent.
+    pub fn header_lowercase(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+
     /// The whole body as received.
     pub fn raw(&self) -> Vec<u8> {
         self.chunks.concat()
